@@ -1,0 +1,12 @@
+"""napari-pneumoseg: find and measure pneumothorax on chest CT.
+
+The public API is importable from here without TensorFlow: functions that
+need the network import it lazily when they are called.
+"""
+
+from .ct import CTReadError, CTVolume, read_ct
+from .progress import Cancelled
+
+__version__ = "0.1.0"
+
+__all__ = ["CTVolume", "CTReadError", "read_ct", "Cancelled", "__version__"]

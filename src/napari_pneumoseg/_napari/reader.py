@@ -1,0 +1,78 @@
+"""npe2 reader hook: a DICOM folder, file or list of files becomes a CT Image layer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from ..ct import CTVolume, read_ct
+from ..ct.dicom import iter_dicom_files
+
+PathOrPaths = Union[str, list[str]]
+
+#: Contrast limits for a chest CT shown without a DICOM window: lung and soft tissue both visible.
+DEFAULT_CONTRAST_HU = (-1000.0, 400.0)
+
+
+def get_reader(path: PathOrPaths) -> Optional[Callable]:
+    """Return the CT reader if ``path`` holds DICOM, else None (so napari asks others)."""
+    paths = path if isinstance(path, list) else [path]
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            if next(iter(iter_dicom_files(p)), None) is None:
+                return None
+        elif not (p.is_file() and _is_dicom_file(p)):
+            return None
+    return read_ct_layers
+
+
+def _is_dicom_file(p: Path) -> bool:
+    from ..ct.dicom import _looks_like_dicom
+
+    return _looks_like_dicom(p)
+
+
+def read_ct_layers(path: PathOrPaths) -> list[tuple[Any, dict, str]]:
+    """Read the CT and describe it as napari layer data."""
+    ct = read_ct(path)
+    return [ct_layer_data(ct, source=path)]
+
+
+def ct_layer_data(ct: CTVolume, source: PathOrPaths = "") -> tuple[Any, dict, str]:
+    """A napari ``(data, kwargs, 'image')`` tuple with the CT's physical geometry."""
+    meta = ct.metadata
+    window = meta.get("window")
+    if window:
+        center, width = window
+        limits = (center - width / 2, center + width / 2)
+        if limits[1] - limits[0] < 200:  # a narrow stored window is useless for a chest overview
+            limits = DEFAULT_CONTRAST_HU
+    else:
+        limits = DEFAULT_CONTRAST_HU
+    description = meta.get("series_description") or ""
+    first = source[0] if isinstance(source, list) and source else source
+    base = os.path.basename(os.path.normpath(str(first))) if first else "CT"
+    name = f"{base} {description}".strip() if description and description not in base else base
+    kwargs = {
+        "name": name,
+        "scale": tuple(ct.spacing),
+        "translate": _translate(ct),
+        "contrast_limits": limits,
+        "colormap": "gray",
+        "metadata": {"pneumoseg_ct": ct_layer_metadata(ct)},
+    }
+    return ct.hu, kwargs, "image"
+
+
+def _translate(ct: CTVolume) -> tuple[float, float, float]:
+    """Where the first voxel sits along the array axes (mm), so layers of one CT overlay."""
+    import numpy as np
+
+    return tuple(float(v) for v in np.asarray(ct.direction) @ np.asarray(ct.origin))
+
+
+def ct_layer_metadata(ct: CTVolume) -> dict:
+    """Geometry, warnings and source metadata to keep with an image layer."""
+    return {**ct.geometry(), "warnings": list(ct.warnings), **ct.metadata}
