@@ -91,11 +91,11 @@ def read_ct(
 
     # 2. Turn datasets into slices, skipping what is not a CT image.
     slices: list[_Slice] = []
-    others: dict[str, int] = defaultdict(int)
+    others: dict[str, list[str]] = defaultdict(list)
     for file, ds in datasets:
         reason = _not_ct_reason(ds)
         if reason:
-            others[reason] += 1
+            others[reason].append(file.name)
             continue
         try:
             slices.extend(_slices_of(file, ds))
@@ -104,11 +104,8 @@ def read_ct(
 
     for reason, names in skipped.items():
         warnings.append(f"Skipped {len(names)} file(s) {reason}: {_names(names)}")
-    if others:
-        warnings.append(
-            "Ignored objects that are not CT images: "
-            + ", ".join(f"{n} {what}" for what, n in sorted(others.items()))
-        )
+    for what, names in sorted(others.items()):
+        warnings.append(f"Ignored {len(names)} object(s) that are not CT images ({what}): {_names(names)}")
     if not slices:
         found = "; ".join(warnings) if warnings else "no files"
         raise CTReadError(
