@@ -1,0 +1,260 @@
+"""Talk to the engine process from napari (or any process that must stay TensorFlow-free).
+
+TensorFlow and napari's OpenGL drawing cannot share a process on Mesa (TF's
+bundled LLVM clashes with Mesa's), so network jobs run in a child process.
+That also gives a hard cancel (terminate) and frees memory between runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Listener
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..progress import Cancelled
+
+
+class EngineError(RuntimeError):
+    """The engine failed a job or stopped unexpectedly; the message says what to do."""
+
+
+class Engine:
+    """A long-lived engine process that runs jobs one at a time.
+
+    ``start()`` launches it in the background (importing TensorFlow takes
+    seconds); ``run(kind, params)`` is a generator yielding
+    ``("progress", done, total, text)`` tuples and returning the job's result
+    dict (``StopIteration.value``); use :meth:`call` for the plain result.
+    """
+
+    def __init__(self, *, device: str = "auto", cancel_grace: float = 5.0,
+                 start_timeout: float = 300.0):
+        self.device = device
+        self.cancel_grace = cancel_grace
+        self.start_timeout = start_timeout
+        self.info: dict = {}
+        self._proc: Optional[subprocess.Popen] = None
+        self._conn = None
+        self._listener: Optional[Listener] = None
+        self._sockdir: Optional[str] = None
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._cancel = threading.Event()
+        self._connect_thread: Optional[threading.Thread] = None
+        self._connect_error: Optional[BaseException] = None
+        self._ready = threading.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> "Engine":
+        """Launch the process if it is not running; returns at once."""
+        with self._lock:
+            if self.alive:
+                return self
+            self._cleanup()
+            self._sockdir = tempfile.mkdtemp(prefix="pneumoseg-engine-")
+            address = os.path.join(self._sockdir, "engine.sock")
+            authkey = secrets.token_bytes(32)
+            self._listener = Listener(address, family="AF_UNIX", authkey=authkey)
+            env = dict(os.environ)
+            env.setdefault("SM_FRAMEWORK", "tf.keras")
+            env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            if self.device == "cpu":
+                env["CUDA_VISIBLE_DEVICES"] = "-1"
+            env["PNEUMOSEG_DEVICE"] = self.device
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "napari_pneumoseg.engine.server", address],
+                stdin=subprocess.PIPE, env=env,
+            )
+            self._proc.stdin.write((authkey.hex() + "\n").encode())
+            self._proc.stdin.close()
+            self._ready.clear()
+            self._connect_error = None
+            self._connect_thread = threading.Thread(target=self._accept, daemon=True,
+                                                    name="engine-accept")
+            self._connect_thread.start()
+            return self
+
+    def _accept(self) -> None:
+        try:
+            conn = self._listener.accept()
+            while not conn.poll(0.5):
+                if self._proc is None or self._proc.poll() is not None:
+                    raise EngineError(self._died_message("while starting"))
+            message = conn.recv()
+            if message[0] != "ready":
+                raise EngineError(f"engine sent {message[0]!r} instead of 'ready'")
+            self.info = message[1]
+            self._conn = conn
+        except BaseException as exc:  # reported to whoever waits in wait_ready()
+            self._connect_error = exc
+        finally:
+            self._ready.set()
+
+    def wait_ready(self, timeout: Optional[float] = None) -> dict:
+        """Block until the engine has imported TensorFlow and is ready; return its info."""
+        self.start()
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        while not self._ready.wait(0.2):
+            if not self.alive:
+                # The accept thread may still be blocked in accept(): unblock it.
+                self._ready.wait(0.5)
+                if not self._ready.is_set():
+                    raise EngineError(self._died_message("while starting"))
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EngineError("The engine did not start in time; it was stopped. Try again.")
+        if self._connect_error is not None:
+            error, self._connect_error = self._connect_error, None
+            self._kill()
+            raise error if isinstance(error, EngineError) else EngineError(str(error))
+        return self.info
+
+    def stop(self) -> None:
+        """Ask the process to exit, then make sure it did."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.send(("stop",))
+                except OSError:
+                    pass
+            if self._proc is not None:
+                try:
+                    self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._kill()
+            self._cleanup()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for closable in (self._conn, self._listener):
+            try:
+                if closable is not None:
+                    closable.close()
+            except OSError:
+                pass
+        self._conn = self._listener = None
+        if self._sockdir:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+
+    def _died_message(self, when: str) -> str:
+        code = self._proc.poll() if self._proc is not None else None
+        return (
+            f"The segmentation engine stopped unexpectedly {when} (exit code {code}). "
+            "It will be restarted for the next run; if this repeats, check memory use and "
+            "the terminal output."
+        )
+
+    # --------------------------------------------------------------------- jobs
+
+    def cancel(self) -> None:
+        """Ask the running job to stop (thread-safe); it is killed if it does not."""
+        self._cancel.set()
+
+    def run(self, kind: str, params: dict) -> Iterator[tuple]:
+        """Run one job; yields progress tuples, returns the result dict."""
+        self.wait_ready()
+        job_id = next(self._ids)
+        self._cancel.clear()
+        conn = self._conn
+        conn.send(("job", job_id, kind, params))
+        cancel_sent_at: Optional[float] = None
+        while True:
+            if self._cancel.is_set() and cancel_sent_at is None:
+                try:
+                    conn.send(("cancel",))
+                except OSError:
+                    pass
+                cancel_sent_at = time.monotonic()
+            if cancel_sent_at is not None and time.monotonic() - cancel_sent_at > self.cancel_grace:
+                self._kill()  # hard cancel: the job did not stop in time
+                raise Cancelled("cancelled (the engine was stopped and will restart)")
+            try:
+                ready = conn.poll(0.1)
+            except OSError:
+                ready = False
+            if not ready:
+                if not self.alive:
+                    message = self._died_message("during the job")
+                    self._kill()
+                    raise EngineError(message)
+                continue
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = self._died_message("during the job")
+                self._kill()
+                raise EngineError(message)
+            tag = message[0]
+            if message[1] != job_id:
+                continue
+            if tag == "progress":
+                yield ("progress",) + tuple(message[2:])
+            elif tag == "done":
+                return message[2]
+            elif tag == "cancelled":
+                raise Cancelled("cancelled by the user")
+            elif tag == "error":
+                _, _, name, text, tb = message
+                raise EngineError(f"{text}" if name in _USER_ERRORS else f"{name}: {text}\n\n{tb}")
+
+    def call(self, kind: str, params: dict, progress=None) -> dict:
+        """Run a job to the end, passing progress to ``progress(done, total, text)``."""
+        gen = self.run(kind, params)
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if item[0] == "progress" and progress is not None:
+                progress(*item[1:])
+
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        try:
+            self._kill()
+        except Exception:
+            pass
+
+
+#: Errors whose message is meant for the user as it is (no traceback shown).
+_USER_ERRORS = {"CTReadError", "ModelLoadError", "ValueError", "FileExistsError",
+                "FileNotFoundError", "EngineError"}
+
+
+class JobFiles:
+    """A private temp folder for one job's arrays; removed when the job ends."""
+
+    def __init__(self):
+        self.path = Path(tempfile.mkdtemp(prefix="pneumoseg-job-"))
+
+    def __enter__(self) -> "JobFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def save(self, name: str, array) -> str:
+        import numpy as np
+
+        target = self.path / f"{name}.npy"
+        np.save(target, np.ascontiguousarray(array))
+        return str(target)

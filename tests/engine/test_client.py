@@ -1,0 +1,87 @@
+"""The engine process: jobs, progress, cancel (soft and hard), failures and crashes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from napari_pneumoseg import Cancelled
+from napari_pneumoseg.engine import Engine, EngineError
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = Engine(device="cpu", cancel_grace=3.0)
+    eng.start()
+    yield eng
+    eng.stop()
+    assert not eng.alive
+
+
+def test_engine_runs_jobs_with_progress_and_stays_alive(engine):
+    info = engine.wait_ready()
+    assert info["tensorflow"].startswith("2.") and any("CPU" in d for d in info["devices"])
+    seen = []
+    result = engine.call("selftest", {"steps": 4, "step_s": 0.01}, progress=lambda *a: seen.append(a))
+    assert result["steps"] == 4 and result["pid"] == info["pid"]
+    assert [s[0] for s in seen] == [1, 2, 3, 4] and seen[-1][1] == 4
+    # Same process serves the next job (model caches survive between jobs).
+    assert engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] == info["pid"]
+
+
+def test_a_failing_job_is_a_clear_error_and_the_engine_survives(engine):
+    pid = engine.wait_ready()["pid"]
+    with pytest.raises(EngineError, match="self-test failure requested"):
+        engine.call("selftest", {"steps": 3, "fail": 1})
+    assert engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] == pid
+
+
+def test_unknown_job(engine):
+    with pytest.raises(EngineError, match="unknown engine job 'nope'"):
+        engine.call("nope", {})
+
+
+def test_cancel_stops_a_job_between_steps(engine):
+    pid = engine.wait_ready()["pid"]
+    gen = engine.run("selftest", {"steps": 200, "step_s": 0.05})
+    next(gen)
+    engine.cancel()
+    t = time.monotonic()
+    with pytest.raises(Cancelled):
+        for _ in gen:
+            pass
+    assert time.monotonic() - t < 3
+    assert engine.alive and engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] == pid
+
+
+def test_hard_cancel_kills_a_job_that_ignores_cancel_and_engine_restarts(engine):
+    old = engine.wait_ready()["pid"]
+    gen = engine.run("selftest", {"steps": 400, "step_s": 0.05, "ignore_cancel": True})
+    next(gen)
+    engine.cancel()
+    t = time.monotonic()
+    with pytest.raises(Cancelled, match="engine was stopped"):
+        for _ in gen:
+            pass
+    assert time.monotonic() - t < engine.cancel_grace + 3
+    assert not engine.alive
+    assert engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] != old
+
+
+def test_a_crash_mid_job_is_a_clear_error_not_a_hang(engine):
+    engine.wait_ready()
+    with pytest.raises(EngineError, match="stopped unexpectedly during the job"):
+        engine.call("selftest", {"steps": 10, "step_s": 0.05, "crash": 2})
+    assert not engine.alive
+    assert engine.call("selftest", {"steps": 1, "step_s": 0})["steps"] == 1
+
+
+def test_a_killed_engine_is_a_clear_error(engine):
+    engine.wait_ready()
+    gen = engine.run("selftest", {"steps": 100, "step_s": 0.05})
+    next(gen)
+    engine._proc.kill()
+    with pytest.raises(EngineError, match="stopped unexpectedly"):
+        for _ in gen:
+            pass
