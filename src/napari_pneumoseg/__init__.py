@@ -5,8 +5,13 @@ need the network import it lazily when they are called.
 """
 
 from .ct import CTReadError, CTVolume, read_ct
+from .measure import Measurement, measure, metrics_from_counts
 from .progress import Cancelled
 
 __version__ = "0.1.0"
 
-__all__ = ["CTVolume", "CTReadError", "read_ct", "Cancelled", "__version__"]
+__all__ = [
+    "CTVolume", "CTReadError", "read_ct",
+    "Measurement", "measure", "metrics_from_counts",
+    "Cancelled", "__version__",
+]
