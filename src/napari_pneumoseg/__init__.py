@@ -6,6 +6,7 @@ need the network import it lazily when they are called.
 
 from .ct import CTReadError, CTVolume, read_ct
 from .measure import Measurement, measure, metrics_from_counts
+from .model import ModelBundle, ModelLoadError, build_unet, load_model, save_model, segment
 from .progress import Cancelled
 
 __version__ = "0.1.0"
@@ -13,5 +14,6 @@ __version__ = "0.1.0"
 __all__ = [
     "CTVolume", "CTReadError", "read_ct",
     "Measurement", "measure", "metrics_from_counts",
+    "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model", "segment",
     "Cancelled", "__version__",
 ]

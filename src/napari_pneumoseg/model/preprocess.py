@@ -1,0 +1,115 @@
+"""Turn HU slices into network input: the one preprocessing shared by training and inference.
+
+Pure numpy (no TensorFlow). A preprocessing is described by a small dict that
+is stored in every model bundle, so a model is always fed as it was trained:
+
+- ``{"method": "window", "hu_min": -1100, "hu_max": 300}`` (default): clip HU to
+  the window and scale it to [0, 1], as Wu et al. 2021. The window is fixed,
+  so every study is scaled the same way.
+- ``{"method": "minmax"}``: the seed paper's code: per-volume min-max to [0, 1]
+  over the whole volume (scikit-learn ``MinMaxScaler`` on the flattened
+  volume). The scale then depends on each study's extreme voxels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+DEFAULT_PREPROCESSING: dict[str, Any] = {"method": "window", "hu_min": -1100.0, "hu_max": 300.0}
+PAPER_PREPROCESSING: dict[str, Any] = {"method": "minmax"}
+
+_KEYS = {"window": {"method", "hu_min", "hu_max"}, "minmax": {"method"}}
+
+
+def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return a checked, normalised copy of a preprocessing dict (None = the default).
+
+    Unknown methods or keys are errors rather than ignored: a setting this
+    version does not understand would otherwise silently change the input.
+    """
+    if config is None:
+        return dict(DEFAULT_PREPROCESSING)
+    if not isinstance(config, Mapping):
+        raise ValueError(f"preprocessing must be a dict, got {type(config).__name__}")
+    method = config.get("method")
+    if method not in _KEYS:
+        raise ValueError(
+            f"unknown preprocessing method {method!r}; known: {sorted(_KEYS)}"
+        )
+    unknown = set(config) - _KEYS[method]
+    if unknown:
+        raise ValueError(f"unknown keys for preprocessing {method!r}: {sorted(unknown)}")
+    out: dict[str, Any] = {"method": method}
+    if method == "window":
+        try:
+            lo = float(config.get("hu_min", DEFAULT_PREPROCESSING["hu_min"]))
+            hi = float(config.get("hu_max", DEFAULT_PREPROCESSING["hu_max"]))
+        except (TypeError, ValueError):
+            raise ValueError(f"window hu_min/hu_max must be numbers, got {dict(config)}") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise ValueError(f"window needs finite hu_min < hu_max, got {lo} and {hi}")
+        out.update(hu_min=lo, hu_max=hi)
+    return out
+
+
+def volume_stats(hu_volume: np.ndarray, config: Optional[Mapping[str, Any]] = None) -> Optional[dict]:
+    """Whole-volume statistics a preprocessing needs (``{"min", "max"}`` for min-max, else None).
+
+    Compute them once on the whole volume and pass them to every
+    :func:`preprocess` call when slices are processed batch by batch.
+    """
+    cfg = validate_preprocessing(config)
+    if cfg["method"] != "minmax":
+        return None
+    hu = np.asarray(hu_volume)
+    if hu.size == 0:
+        raise ValueError("cannot compute min-max statistics of an empty volume")
+    lo, hi = float(hu.min()), float(hu.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("the CT contains non-finite values (NaN or inf)")
+    return {"min": lo, "max": hi}
+
+
+_volume_stats = volume_stats  # preprocess() has a parameter of the same name
+
+
+def preprocess(
+    hu_slices: np.ndarray,
+    config: Optional[Mapping[str, Any]] = None,
+    volume_stats: Optional[Mapping[str, float]] = None,
+    *,
+    channels: int = 1,
+) -> np.ndarray:
+    """Scale HU slices ``(n, y, x)`` (or one ``(y, x)`` slice) to float32 ``(n, y, x, channels)``.
+
+    For min-max, ``volume_stats`` must come from :func:`volume_stats` on the
+    whole volume; without it the given slices are taken to be the whole volume.
+    With ``channels > 1`` the single scaled image is repeated in every channel.
+    """
+    cfg = validate_preprocessing(config)
+    hu = np.asarray(hu_slices)
+    if hu.ndim == 2:
+        hu = hu[None]
+    if hu.ndim != 3:
+        raise ValueError(f"expected HU slices (n, y, x) or one slice (y, x), got shape {hu.shape}")
+    if int(channels) < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    hu = hu.astype(np.float32, copy=False)
+
+    if cfg["method"] == "window":
+        lo, hi = np.float32(cfg["hu_min"]), np.float32(cfg["hu_max"])
+        out = (np.clip(hu, lo, hi) - lo) / (hi - lo)
+    else:  # minmax
+        if volume_stats is None:
+            volume_stats = _volume_stats(hu, cfg)
+        lo, hi = float(volume_stats["min"]), float(volume_stats["max"])
+        if hi > lo:
+            out = (hu - np.float32(lo)) / np.float32(hi - lo)
+        else:  # constant volume: MinMaxScaler maps it to 0
+            out = np.zeros_like(hu)
+    out = out.astype(np.float32, copy=False)[..., None]
+    if channels > 1:
+        out = np.repeat(out, int(channels), axis=-1)
+    return out

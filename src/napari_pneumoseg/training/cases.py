@@ -1,0 +1,110 @@
+"""Training cases: one patient's CT and pneumothorax mask, from memory or a dataset folder.
+
+A dataset folder holds one subfolder per patient with a DICOM series (in the
+subfolder itself or below it, e.g. ``ct/``) and one mask file (``*.seg.nrrd``,
+``*.nrrd``, ``*.nii``, ``*.nii.gz``) on the same voxel grid. ``pneumoseg
+make-phantoms`` writes this layout.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from ..ct import CTVolume
+
+MASK_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
+
+
+@dataclass
+class Case:
+    """One patient: HU volume (z, y, x), spacing in mm, and a binary mask of the same shape."""
+
+    name: str
+    hu: np.ndarray
+    spacing: tuple[float, float, float]
+    mask: np.ndarray
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.hu.shape[0])
+
+
+def load_cases(cases: Union[str, os.PathLike, Sequence[Any]], progress=None) -> list[Case]:
+    """Normalise what the user gave into Cases; a mismatch is an error naming the case.
+
+    ``cases`` is a dataset folder, or a sequence of ``(ct, mask)`` pairs where
+    ``ct`` is a CTVolume or an HU array (spacing then defaults to the paper's
+    2.5 mm slices and 1 mm pixels; pass ``(hu, mask, spacing)`` to give it), or
+    of Case objects.
+    """
+    if isinstance(cases, (str, os.PathLike)):
+        return list(_cases_from_folder(Path(cases), progress))
+    out = []
+    for k, item in enumerate(cases):
+        if isinstance(item, Case):
+            case = item
+        else:
+            ct, mask, *rest = item
+            name = f"case {k + 1}"
+            if isinstance(ct, CTVolume):
+                hu, spacing = ct.hu, ct.spacing
+                name = ct.metadata.get("series_description") and f"{name} ({ct.metadata['series_description']})" or name
+            else:
+                hu = np.asarray(ct)
+                spacing = tuple(rest[0]) if rest else (2.5, 1.0, 1.0)
+            case = Case(name, np.asarray(hu, dtype=np.float32), tuple(float(s) for s in spacing),
+                        np.asarray(mask))
+        _check(case)
+        out.append(case)
+    if not out:
+        raise ValueError("no training cases given")
+    return out
+
+
+def _check(case: Case) -> None:
+    if case.hu.ndim != 3:
+        raise ValueError(f"{case.name}: the CT must be 3-D (z, y, x), got shape {case.hu.shape}")
+    if case.mask.shape != case.hu.shape:
+        raise ValueError(f"{case.name}: the mask has shape {case.mask.shape} but the CT has "
+                         f"{case.hu.shape}; they must be on the same voxel grid")
+    case.mask = (case.mask != 0).astype(np.uint8)
+
+
+def find_mask_file(folder: Path) -> Optional[Path]:
+    """The mask file directly in a patient folder (one of MASK_SUFFIXES), if any."""
+    found = [f for f in sorted(folder.iterdir())
+             if f.is_file() and f.name.lower().endswith(MASK_SUFFIXES)]
+    if len(found) > 1:
+        raise ValueError(f"{folder}: several mask files ({', '.join(f.name for f in found)}); "
+                         "keep one per patient")
+    return found[0] if found else None
+
+
+def _cases_from_folder(root: Path, progress=None) -> Iterable[Case]:
+    from ..ct import read_ct
+    from ..io.masks import read_mask
+
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder. A dataset is a folder with one subfolder per "
+                         "patient, each holding a DICOM series and a mask file.")
+    patients = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    if not patients:
+        raise ValueError(f"{root}: no patient subfolders found")
+    for k, patient in enumerate(patients):
+        if progress is not None:
+            progress(k, len(patients), f"reading {patient.name}")
+        mask_file = find_mask_file(patient)
+        if mask_file is None:
+            raise ValueError(f"{patient}: no mask file ({', '.join(MASK_SUFFIXES)}) next to the CT")
+        dicom = [p for p in patient.rglob("*") if p.is_file() and p != mask_file
+                 and not p.name.lower().endswith(MASK_SUFFIXES)]
+        ct = read_ct(dicom)
+        mask = read_mask(mask_file, like=ct)
+        case = Case(patient.name, ct.hu, ct.spacing, mask)
+        _check(case)
+        yield case

@@ -1,0 +1,133 @@
+"""Batches for training: whole slices or pneumothorax-biased patches, with mild augmentation.
+
+Only augmentations that keep anatomy plausible: small intensity jitter, small
+shifts and rotations, and zoom. No left-right flip: per-side volumes depend on
+the patient's left staying left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass
+class Augment:
+    """Ranges of the random transforms (all mild)."""
+
+    rotate_deg: float = 10.0
+    zoom: float = 0.10
+    shift_px: int = 16
+    intensity_scale: float = 0.05
+    intensity_shift: float = 0.03
+
+
+def _pad_to(image: np.ndarray, mask: np.ndarray, size: int, fill: float):
+    """Pad a slice (and its mask) so both sides are at least ``size``."""
+    ny, nx = image.shape
+    py, px = max(0, size - ny), max(0, size - nx)
+    if py or px:
+        pads = ((py // 2, py - py // 2), (px // 2, px - px // 2))
+        image = np.pad(image, pads, constant_values=fill)
+        mask = np.pad(mask, pads)
+    return image, mask
+
+
+def crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+         positive_fraction: float, fill: float, jitter: int = 0):
+    """A ``size`` x ``size`` patch, centred on pneumothorax with ``positive_fraction`` chance."""
+    image, mask = _pad_to(image, mask, size, fill)
+    ny, nx = image.shape
+    ys, xs = np.nonzero(mask)
+    if ys.size and rng.random() < positive_fraction:
+        i = rng.integers(ys.size)
+        cy, cx = ys[i], xs[i]
+        if jitter:
+            cy += rng.integers(-jitter, jitter + 1)
+            cx += rng.integers(-jitter, jitter + 1)
+        y0 = int(np.clip(cy - size // 2, 0, ny - size))
+        x0 = int(np.clip(cx - size // 2, 0, nx - size))
+    else:
+        y0 = int(rng.integers(0, ny - size + 1))
+        x0 = int(rng.integers(0, nx - size + 1))
+    return image[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, aug: Augment, fill: float):
+    """Rotate/zoom/shift about the centre (mask by nearest neighbour), then jitter intensity."""
+    angle = np.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
+    scale = 1.0 + rng.uniform(-aug.zoom, aug.zoom)
+    shift = rng.uniform(-aug.shift_px, aug.shift_px, size=2)
+    c, s = np.cos(angle) / scale, np.sin(angle) / scale
+    matrix = np.array([[c, -s], [s, c]])
+    centre = (np.array(image.shape) - 1) / 2.0
+    offset = centre - matrix @ (centre + shift)
+    image = ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=fill)
+    mask = ndimage.affine_transform(mask, matrix, offset, order=0, mode="constant", cval=0)
+    image = image * (1 + rng.uniform(-aug.intensity_scale, aug.intensity_scale)) \
+        + rng.uniform(-aug.intensity_shift, aug.intensity_shift)
+    return np.clip(image, 0.0, 1.0).astype(np.float32), mask
+
+
+class SliceBatches:
+    """Index-able batches over (case, slice) items of preprocessed volumes in [0, 1].
+
+    With ``patch_size`` each item becomes one random patch (biased towards
+    pneumothorax); without it, whole slices (padded to a multiple of 32).
+    ``deterministic`` fixes the patches (for validation, the same every epoch).
+    """
+
+    def __init__(self, volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                 items: Sequence[tuple[int, int]], batch_size: int, *,
+                 patch_size: Optional[int] = None, augment_with: Optional[Augment] = None,
+                 positive_fraction: float = 0.5, seed: int = 0, deterministic: bool = False,
+                 shuffle: bool = True, fill: float = 0.0):
+        if not items:
+            raise ValueError("no slices to make batches from")
+        self.volumes, self.masks, self.items = volumes, masks, list(items)
+        self.batch_size, self.patch_size = int(batch_size), patch_size
+        self.aug, self.positive_fraction = augment_with, positive_fraction
+        self.seed, self.deterministic, self.shuffle, self.fill = seed, deterministic, shuffle, fill
+        self.epoch = 0
+        self.order = np.arange(len(self.items))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.items) / self.batch_size))
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle and not self.deterministic:
+            self.order = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.items))
+        self.epoch += 1
+
+    def __getitem__(self, b: int):
+        idx = self.order[b * self.batch_size:(b + 1) * self.batch_size]
+        rng = np.random.default_rng((self.seed, 0 if self.deterministic else self.epoch, b))
+        xs, ys = [], []
+        for i in idx:
+            c, k = self.items[i]
+            image, mask = self.volumes[c][k], self.masks[c][k]
+            if self.patch_size:
+                image, mask = crop(image, mask, self.patch_size, rng, self.positive_fraction,
+                                   self.fill, jitter=self.patch_size // 4)
+            else:
+                image, mask = pad_to_multiple(image, mask, 32, self.fill)
+            if self.aug is not None and not self.deterministic:
+                image, mask = augment(image, mask, rng, self.aug, self.fill)
+            xs.append(image)
+            ys.append(mask)
+        x = np.stack(xs)[..., None].astype(np.float32)
+        y = np.stack(ys)[..., None].astype(np.float32)
+        return x, y
+
+
+def pad_to_multiple(image: np.ndarray, mask: np.ndarray, multiple: int, fill: float):
+    ny, nx = image.shape
+    py, px = (-ny) % multiple, (-nx) % multiple
+    if py or px:
+        image = np.pad(image, ((0, py), (0, px)), constant_values=fill)
+        mask = np.pad(mask, ((0, py), (0, px)))
+    return image, mask
