@@ -36,3 +36,22 @@ def chest_dir(real_data) -> Path:
 @pytest.fixture(scope="session")
 def abdomen_dir(real_data) -> Path:
     return real_data / "abdomen_ct_jpeg2000_overlapping"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small untrained model bundle (resnet18), built in a subprocess.
+
+    Built outside the test process so GUI tests never import TensorFlow into
+    the process that draws with OpenGL (they crash together on Mesa).
+    """
+    import subprocess
+    import sys
+
+    path = tmp_path_factory.mktemp("models") / "tiny.pnxmodel"
+    code = (
+        "from napari_pneumoseg.model import ModelBundle, save_model\n"
+        f"save_model(ModelBundle.build('resnet18'), {str(path)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ))
+    return path

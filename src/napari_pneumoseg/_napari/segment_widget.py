@@ -60,6 +60,7 @@ class SegmentWidget(Container):
         self.confirm_replace: Callable[[str], bool] = lambda name: ask_yes_no(
             self.native, "Replace layer?", f"A layer named '{name}' exists. Replace it?")
         self.worker = None
+        self.busy = False  # True from run() until the result (or error) has been handled
         self.last_error: Optional[str] = None
         shared_engine(self.device.value)  # start importing TensorFlow in the background
 
@@ -114,15 +115,17 @@ class SegmentWidget(Container):
             self._pbar.refresh()
             self.status.value = label
 
-        self.worker = create_worker(job)
-        self.worker.yielded.connect(on_progress)
-        self.worker.returned.connect(lambda res: self._add_result(image, model, *res))
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.last_error = None
+        self.busy = True
         self.status.value = "starting..."
-        self.worker.start()
+        # Errors are handled (shown as messages), so napari must not re-raise them.
+        self.worker = create_worker(job, _connect={
+            "yielded": on_progress,
+            "returned": lambda res: self._add_result(image, model, *res),
+            "errored": self._on_error,
+            "finished": self._on_finished,
+        })
 
     def cancel(self) -> None:
         self.status.value = "cancelling..."
@@ -174,6 +177,7 @@ class SegmentWidget(Container):
         self._fail(str(exc))
 
     def _on_finished(self) -> None:
+        self.busy = False
         self.run_button.enabled, self.cancel_button.enabled = True, False
         if getattr(self, "_pbar", None) is not None:
             self._pbar.close()

@@ -23,8 +23,11 @@ from typing import Any, Iterator, Optional
 from ..progress import Cancelled
 
 
-class EngineError(RuntimeError):
-    """The engine failed a job or stopped unexpectedly; the message says what to do."""
+class EngineError(Exception):
+    """The engine failed a job or stopped unexpectedly; the message says what to do.
+
+    Not a RuntimeError: napari's workers silently drop RuntimeErrors from threads.
+    """
 
 
 class Engine:
