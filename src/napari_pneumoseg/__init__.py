@@ -5,6 +5,7 @@ need the network import it lazily when they are called.
 """
 
 from .ct import CTReadError, CTVolume, read_ct
+from .io import MaskFileError, MaskGeometryError, read_mask, write_mask
 from .measure import Measurement, measure, metrics_from_counts
 from .model import ModelBundle, ModelLoadError, build_unet, load_model, save_model, segment
 from .progress import Cancelled
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CTVolume", "CTReadError", "read_ct",
+    "read_mask", "write_mask", "MaskFileError", "MaskGeometryError",
     "Measurement", "measure", "metrics_from_counts",
     "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model", "segment",
     "Cancelled", "__version__",

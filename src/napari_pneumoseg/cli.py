@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 
@@ -46,6 +47,94 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_segment(args) -> int:
+    from .ct import read_ct
+    from .io.masks import mask_format, write_mask
+    from .model import configure_device, load_model, segment
+
+    out = Path(args.out)
+    mask_format(out, for_writing=True)  # a bad suffix fails before minutes of work
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    configure_device(args.device)
+    ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading   "))
+    for w in ct.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    bundle = load_model(args.model)
+    for w in bundle.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    mask = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
+                   progress=TextProgress("segmenting"))
+    write_mask(mask, out, ct, overwrite=args.force)
+    from .measure import measure
+
+    m = measure(mask, ct=ct)
+    print(f"wrote {out}: {m.voxels} voxels, {m.volume_ml:.1f} mL "
+          f"(left {_ml(m.left_ml)}, right {_ml(m.right_ml)})")
+    return 0
+
+
+def _ml(v) -> str:
+    return "n/a" if v is None else f"{v:.1f} mL"
+
+
+def _cmd_train(args) -> int:
+    from .model import configure_device
+    from .training import train
+
+    configure_device(args.device)
+    bar = TextProgress("training  ")
+
+    def on_epoch(epoch, logs):
+        print(f"\nepoch {epoch}: loss {logs.get('loss', float('nan')):.4f} "
+              f"val_loss {logs.get('val_loss', float('nan')):.4f} "
+              f"val_dice {logs.get('val_dice', float('nan')):.4f}"
+              + (" (saved)" if logs.get("saved") else ""), file=sys.stderr)
+
+    result = train(args.dataset, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                   learning_rate=args.learning_rate, patience=args.patience, split=args.split,
+                   seed=args.seed, patch_size=args.patch_size, augment=not args.no_augment,
+                   backbone=args.backbone, encoder_weights=args.encoder_weights,
+                   steps_per_epoch=args.steps_per_epoch, overwrite=args.force,
+                   progress=bar, on_epoch=on_epoch)
+    print(f"\n{result.stopped} after {len(result.history)} epoch(s), best epoch "
+          f"{result.best_epoch}; model: {result.model_path}; {result.seconds:.0f} s")
+    print_table(result.table)
+    return 0 if result.model_path else 1
+
+
+def print_table(table: dict) -> None:
+    """The paper's Table 2 layout: one row per set."""
+    if not table:
+        return
+    cols = ["loss", "auc", "binary_accuracy", "iou", "precision", "recall", "dice",
+            "dice_per_slice", "jaccard", "tp", "tn", "fp", "fn"]
+    print("set        " + " ".join(f"{c[:10]:>10}" for c in cols))
+    for name, row in table.items():
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            cells.append(f"{'':>10}" if v is None else f"{v:>10d}" if isinstance(v, int)
+                         else f"{v:>10.4f}")
+        print(f"{name:<10} " + " ".join(cells))
+
+
+def _cmd_make_phantoms(args) -> int:
+    from .phantom import make_phantom, write_phantom_case
+
+    root = Path(args.out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    sides, sizes = ["left", "right", "both"], ["small", "moderate", "large"]
+    bar = TextProgress("phantoms  ")
+    for k in range(args.n):
+        p = make_phantom(seed=args.seed + k, side=sides[k % 3], size=sizes[(k // 3) % 3],
+                         n_slices=args.slices, shape_yx=(args.size, args.size))
+        write_phantom_case(p, root / f"patient{k + 1:03d}", overwrite=args.force)
+        bar(k + 1, args.n, f"patient{k + 1:03d} {p.info['side']} {p.info['volume_ml']:.0f} mL")
+    print(f"wrote {args.n} phantom patients to {root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pneumoseg", description="Find and measure pneumothorax on chest CT."
@@ -55,18 +144,58 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("ct", help="DICOM folder or file")
     info.add_argument("--series", default=None, help="SeriesInstanceUID to read")
     info.set_defaults(func=_cmd_info)
+
+    seg = sub.add_parser("segment", help="segment pneumothorax and write the mask")
+    seg.add_argument("ct", help="DICOM folder or file")
+    seg.add_argument("--model", required=True, help=".pnxmodel (or a Keras .keras/.h5) file")
+    seg.add_argument("--out", required=True,
+                     help="mask file: .nrrd, .seg.nrrd, .nii, .nii.gz or .dcm (DICOM-SEG)")
+    seg.add_argument("--series", default=None, help="SeriesInstanceUID to read")
+    seg.add_argument("--batch-size", type=int, default=4)
+    seg.add_argument("--threshold", type=float, default=None)
+    seg.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    seg.add_argument("--force", action="store_true", help="replace an existing output file")
+    seg.set_defaults(func=_cmd_segment)
+
+    tr = sub.add_parser("train", help="train the network on a dataset folder")
+    tr.add_argument("dataset", help="folder with one subfolder per patient (DICOM + mask file)")
+    tr.add_argument("--out", required=True, help="model file to write (.pnxmodel)")
+    tr.add_argument("--epochs", type=int, default=1000)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--learning-rate", type=float, default=1e-4)
+    tr.add_argument("--patience", type=int, default=8)
+    tr.add_argument("--split", choices=["patient", "slice"], default="patient")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--patch-size", type=int, default=None,
+                    help="train on random crops of this size (multiple of 32)")
+    tr.add_argument("--steps-per-epoch", type=int, default=None)
+    tr.add_argument("--no-augment", action="store_true")
+    tr.add_argument("--backbone", default="resnet50")
+    tr.add_argument("--encoder-weights", default=None, choices=[None, "imagenet"],
+                    help="imagenet needs internet on first use")
+    tr.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    tr.add_argument("--force", action="store_true", help="replace an existing model file")
+    tr.set_defaults(func=_cmd_train)
+
+    ph = sub.add_parser("make-phantoms", help="write a phantom dataset (DICOM + NRRD per patient)")
+    ph.add_argument("out_dir")
+    ph.add_argument("--n", type=int, default=20)
+    ph.add_argument("--slices", type=int, default=60)
+    ph.add_argument("--size", type=int, default=256, help="slice size in pixels")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--force", action="store_true", help="replace existing patient folders")
+    ph.set_defaults(func=_cmd_make_phantoms)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; user errors print one clear line and exit 2, never a traceback."""
-    from .ct import CTReadError
     from .progress import Cancelled
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CTReadError, ValueError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # CTReadError, ModelLoadError...
         print(f"\npneumoseg: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):

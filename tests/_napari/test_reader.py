@@ -75,3 +75,20 @@ def test_opening_in_napari_does_not_import_tensorflow(chest_dir):
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_dicom_seg_file_opens_as_labels_on_its_ct(make_napari_viewer, chest_dir, tmp_path):
+    import numpy as np
+
+    from napari_pneumoseg import write_mask
+
+    ct = read_ct(chest_dir)
+    mask = np.zeros(ct.shape, np.uint8)
+    mask[30:34, 100:140, 300:340] = 1
+    write_mask(mask, tmp_path / "seg.dcm", ct)
+    viewer = make_napari_viewer()
+    viewer.open(str(chest_dir), plugin=PLUGIN)
+    (layer,) = viewer.open(str(tmp_path / "seg.dcm"), plugin=PLUGIN)
+    assert layer._type_string == "labels"
+    np.testing.assert_array_equal(np.asarray(layer.data) > 0, mask > 0)
+    np.testing.assert_allclose(layer.scale, viewer.layers[0].scale)

@@ -34,10 +34,28 @@ def _is_dicom_file(p: Path) -> bool:
     return _looks_like_dicom(p)
 
 
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
 def read_ct_layers(path: PathOrPaths) -> list[tuple[Any, dict, str]]:
-    """Read the CT and describe it as napari layer data."""
+    """Read the CT (or a DICOM-SEG file, as Labels) and describe it as napari layer data."""
+    single = path[0] if isinstance(path, list) and len(path) == 1 else path
+    if isinstance(single, str) and Path(single).is_file() and _sop_class(single) == SEGMENTATION_STORAGE:
+        from .mask_io import dicom_seg_layer_data
+
+        return dicom_seg_layer_data(single)
     ct = read_ct(path)
     return [ct_layer_data(ct, source=path)]
+
+
+def _sop_class(file: str) -> str:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(file, stop_before_pixels=True,
+                                   specific_tags=["SOPClassUID"]).get("SOPClassUID", ""))
+    except Exception:
+        return ""
 
 
 def ct_layer_data(ct: CTVolume, source: PathOrPaths = "") -> tuple[Any, dict, str]:

@@ -82,7 +82,7 @@ class SegmentWidget(Container):
         update_preferences(last_model=model)
 
         total = int(image.data.shape[0])
-        self._pbar = napari_progress(total=total, desc="Segmenting")
+        pbar = napari_progress(total=total, desc="Segmenting")
         meter = RateMeter()
         engine = shared_engine(self.device.value)
         params = self._params(image, model)
@@ -108,12 +108,18 @@ class SegmentWidget(Container):
 
         def on_progress(item):
             _, done, total_, text = item
-            self._pbar.total = total_
-            self._pbar.n = done
+            if not self.busy:  # a late update after the run ended
+                return
+            pbar.total = total_
+            pbar.n = done
             label = meter.text(done, total_) if done else text
-            self._pbar.set_description(f"Segmenting: {label}")
-            self._pbar.refresh()
+            pbar.set_description(f"Segmenting: {label}")
+            pbar.refresh()
             self.status.value = label
+
+        def on_finished():
+            pbar.close()
+            self._on_finished()
 
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.last_error = None
@@ -124,7 +130,7 @@ class SegmentWidget(Container):
             "yielded": on_progress,
             "returned": lambda res: self._add_result(image, model, *res),
             "errored": self._on_error,
-            "finished": self._on_finished,
+            "finished": on_finished,
         })
 
     def cancel(self) -> None:
@@ -179,9 +185,6 @@ class SegmentWidget(Container):
     def _on_finished(self) -> None:
         self.busy = False
         self.run_button.enabled, self.cancel_button.enabled = True, False
-        if getattr(self, "_pbar", None) is not None:
-            self._pbar.close()
-            self._pbar = None
 
     def _fail(self, message: str) -> None:
         from napari.utils.notifications import show_error

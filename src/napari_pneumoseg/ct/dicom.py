@@ -258,7 +258,8 @@ def _slices_of(file: Path, ds) -> list[_Slice]:
     except Exception:
         raise _SkipFile("that lack image size (Rows/Columns)")
     series = str(ds.get("SeriesInstanceUID", "") or "")
-    sop_uid = str(ds.get("SOPInstanceUID", "") or "")
+    sop_uid = str(ds.get("SOPInstanceUID", "") or "") or str(
+        getattr(getattr(ds, "file_meta", None), "MediaStorageSOPInstanceUID", "") or "")
     inst = _int(ds.get("InstanceNumber"), 0)
     acq = str(ds.get("AcquisitionNumber", "") or "")
     nframes = _int(ds.get("NumberOfFrames"), 1)

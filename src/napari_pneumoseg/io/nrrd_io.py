@@ -1,0 +1,173 @@
+"""NRRD masks: plain labelmaps (``.nrrd``) and 3D Slicer segmentations (``.seg.nrrd``).
+
+Geometry comes from ``space``, ``space directions`` and ``space origin``
+(LPS; RAS and LAS spaces are converted). Arrays are read and written with
+pynrrd's ``index_order='C'``: array axis 0 is the slowest NRRD axis, so a
+(z, y, x) mask is stored with x fastest, as 3D Slicer and ITK write CTs.
+The ``.seg.nrrd`` fields follow 3D Slicer's documented format
+(Docs/developer_guide/modules/segmentations.md): ``SegmentN_ID``, ``_Name``,
+``_Color`` (r g b in 0-1), ``_LabelValue``, ``_Layer``, ``_Extent``, ``_Tags``;
+overlapping segments are stored as a 4-D file with one ``list`` axis of layers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Union
+
+import numpy as np
+
+from .atomic import atomic_path
+from .grid import Grid, MaskFile, MaskFileError, Segment, as_grid
+
+PathLike = Union[str, os.PathLike]
+
+#: Conversion from a NRRD ``space`` to LPS (multiply positions and directions).
+_SPACES = {
+    "left-posterior-superior": (1, 1, 1), "lps": (1, 1, 1),
+    "right-anterior-superior": (-1, -1, 1), "ras": (-1, -1, 1),
+    "left-anterior-superior": (1, -1, 1), "las": (1, -1, 1),
+}
+
+#: 3D Slicer terminology for the pneumothorax segment (SNOMED CT codes, as in DICOM CID 7151/7150).
+PNEUMOTHORAX_TERMINOLOGY = (
+    "TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list"
+    "~SCT^49755003^Morphologically Altered Structure~SCT^36118008^Pneumothorax~^^"
+    "~Anatomic codes - DICOM master list~^^~^^|"
+)
+
+
+def read_nrrd(path: PathLike) -> MaskFile:
+    """A NRRD labelmap or 3D Slicer segmentation with its index -> LPS affine and segments."""
+    import nrrd
+
+    try:
+        data, header = nrrd.read(str(path), index_order="C")
+    except Exception as exc:  # NRRDError, truncated gzip, missing detached data
+        raise MaskFileError(f"{path}: not a readable NRRD file ({exc}).") from exc
+
+    space = str(header.get("space", "")).strip().lower()
+    dirs = header.get("space directions")
+    if dirs is None or not space:
+        raise MaskFileError(
+            f"{path}: the NRRD has no 'space' and 'space directions', so where its voxels are "
+            "in the patient is unknown. Save it with its geometry (e.g. from 3D Slicer)."
+        )
+    if space not in _SPACES:
+        raise MaskFileError(f"{path}: NRRD space {space!r} is not supported "
+                            f"(use one of {', '.join(sorted(k for k in _SPACES if '-' in k))}).")
+    flip = np.array(_SPACES[space], float)
+    dirs = np.asarray(dirs, float)
+    # With index_order='C', array axis a is NRRD axis (ndim - 1 - a).
+    dirs_by_array_axis = dirs[::-1]
+    spatial = [a for a in range(data.ndim) if np.all(np.isfinite(dirs_by_array_axis[a]))]
+    other = [a for a in range(data.ndim) if a not in spatial]
+    if len(spatial) != 3 or len(other) > 1:
+        raise MaskFileError(f"{path}: expected 3 spatial axes (and at most one list axis of "
+                            f"segment layers), got shape {data.shape} with {len(spatial)} "
+                            "spatial axes.")
+    affine = np.eye(4)
+    affine[:3, :3] = (dirs_by_array_axis[spatial] * flip).T
+    affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), float) * flip
+    if not np.all(np.isfinite(affine)):
+        raise MaskFileError(f"{path}: the NRRD 'space origin' is missing or not finite.")
+    if other:
+        data = np.moveaxis(data, other[0], 0)
+    else:
+        data = data[None]
+    segments = _slicer_segments(header, path)
+    if not segments:
+        data = data[0] if data.shape[0] == 1 else data
+        return MaskFile.from_labelmap(data, affine, path)
+    mf = MaskFile(layers=data, affine=affine, segments=segments, source=str(path))
+    # Slicer saves a segmentation whose segments are all empty as one voxel, geometry unused.
+    mf.empty = data[0].size == 1
+    return mf
+
+
+def _slicer_segments(header, path) -> list[Segment]:
+    found = sorted({int(m.group(1)) for k in header
+                    if (m := re.match(r"Segment(\d+)_", k))})
+    segments = []
+    for n in found:
+        def field(name, default=None, n=n):
+            return header.get(f"Segment{n}_{name}", default)
+        try:
+            label = int(field("LabelValue", n + 1))
+            layer = int(field("Layer", 0))
+        except (TypeError, ValueError):
+            raise MaskFileError(f"{path}: Segment{n}_LabelValue / _Layer are not "
+                                "integers.") from None
+        color = None
+        try:
+            rgb = [float(c) for c in str(field("Color", "")).split()]
+            color = tuple(rgb) if len(rgb) == 3 else None
+        except ValueError:
+            pass
+        name = str(field("Name", "") or field("ID", "") or f"Segment_{n + 1}")
+        segments.append(Segment(name=name, label=label, layer=layer, color=color,
+                                id=str(field("ID", "") or name)))
+    return segments
+
+
+def write_nrrd(mask: np.ndarray, path: PathLike, ct, *, segmentation: bool = True,
+               name: str = "Pneumothorax", color=(1.0, 0.6, 0.0), overwrite: bool = False) -> None:
+    """Write a (z, y, x) mask on ``ct``'s grid as NRRD (LPS); ``segmentation`` adds Slicer's fields.
+
+    Atomic; an existing file is replaced only with ``overwrite``.
+    """
+    import nrrd
+
+    grid = as_grid(ct)
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    header = nrrd_header(grid)
+    if segmentation:
+        header.update(slicer_fields(mask, name=name, color=color))
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        nrrd.write(str(tmp), mask, header, index_order="C", compression_level=6)
+
+
+def nrrd_header(grid: Grid) -> dict:
+    """The geometry fields for a (z, y, x) array on ``grid`` written with x fastest."""
+    cols = grid.affine[:3, :3].T  # rows: LPS step of array axes z, y, x
+    return {
+        "space": "left-posterior-superior",
+        "space directions": cols[::-1].copy(),  # NRRD axes x, y, z
+        "space origin": np.asarray(grid.origin, float),
+        "kinds": ["domain", "domain", "domain"],
+        "encoding": "gzip",
+    }
+
+
+def slicer_fields(mask: np.ndarray, *, name: str, color, label: int = 1) -> dict:
+    """3D Slicer segmentation fields for one segment with value ``label`` in layer 0."""
+    r, g, b = (float(c) for c in color)
+    nz = [np.flatnonzero(np.any(mask == label, axis=tuple(a for a in range(3) if a != axis)))
+          for axis in range(3)]
+    if all(len(v) for v in nz):
+        # Extent in NRRD axis order (i = x fastest, j = y, k = z).
+        extent = " ".join(f"{v[0]} {v[-1]}" for v in nz[::-1])
+    else:
+        extent = "0 -1 0 -1 0 -1"
+    seg_id = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "Segment_1"
+    tags = PNEUMOTHORAX_TERMINOLOGY if _is_pneumothorax(name) else ""
+    return {
+        "Segmentation_MasterRepresentation": "Binary labelmap",
+        "Segmentation_SourceRepresentation": "Binary labelmap",
+        "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
+        "Segmentation_ReferenceImageExtentOffset": "0 0 0",
+        "Segment0_ID": seg_id,
+        "Segment0_Name": name,
+        "Segment0_NameAutoGenerated": "0",
+        "Segment0_Color": f"{r:.6g} {g:.6g} {b:.6g}",
+        "Segment0_ColorAutoGenerated": "0",
+        "Segment0_LabelValue": str(label),
+        "Segment0_Layer": "0",
+        "Segment0_Extent": extent,
+        "Segment0_Tags": tags,
+    }
+
+
+def _is_pneumothorax(name: str) -> bool:
+    return bool(re.search(r"pneumo|ptx", name, re.IGNORECASE))
