@@ -85,3 +85,9 @@ def test_a_killed_engine_is_a_clear_error(engine):
     with pytest.raises(EngineError, match="stopped unexpectedly"):
         for _ in gen:
             pass
+
+
+def test_events_reach_the_client(engine):
+    events = []
+    engine.call("selftest", {"steps": 3, "step_s": 0, "events": True}, event=events.append)
+    assert events == [{"step": 1}, {"step": 2}, {"step": 3}]

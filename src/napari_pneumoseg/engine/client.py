@@ -35,8 +35,9 @@ class Engine:
 
     ``start()`` launches it in the background (importing TensorFlow takes
     seconds); ``run(kind, params)`` is a generator yielding
-    ``("progress", done, total, text)`` tuples and returning the job's result
-    dict (``StopIteration.value``); use :meth:`call` for the plain result.
+    ``("progress", done, total, text)`` and ``("event", dict)`` tuples and
+    returning the job's result dict (``StopIteration.value``); use
+    :meth:`call` for the plain result.
     """
 
     def __init__(self, *, device: str = "auto", cancel_grace: float = 5.0,
@@ -173,8 +174,13 @@ class Engine:
         """Ask the running job to stop (thread-safe); it is killed if it does not."""
         self._cancel.set()
 
-    def run(self, kind: str, params: dict) -> Iterator[tuple]:
-        """Run one job; yields progress tuples, returns the result dict."""
+    def run(self, kind: str, params: dict, *, cancel_grace: Optional[float] = None) -> Iterator[tuple]:
+        """Run one job; yields progress tuples, returns the result dict.
+
+        After a cancel the job has ``cancel_grace`` seconds (default: the
+        engine's) to stop by itself before the process is killed.
+        """
+        grace = self.cancel_grace if cancel_grace is None else cancel_grace
         self.wait_ready()
         job_id = next(self._ids)
         self._cancel.clear()
@@ -188,7 +194,7 @@ class Engine:
                 except OSError:
                     pass
                 cancel_sent_at = time.monotonic()
-            if cancel_sent_at is not None and time.monotonic() - cancel_sent_at > self.cancel_grace:
+            if cancel_sent_at is not None and time.monotonic() - cancel_sent_at > grace:
                 self._kill()  # hard cancel: the job did not stop in time
                 raise Cancelled("cancelled (the engine was stopped and will restart)")
             try:
@@ -212,6 +218,8 @@ class Engine:
                 continue
             if tag == "progress":
                 yield ("progress",) + tuple(message[2:])
+            elif tag == "event":
+                yield ("event", message[2])
             elif tag == "done":
                 return message[2]
             elif tag == "cancelled":
@@ -220,7 +228,7 @@ class Engine:
                 _, _, name, text, tb = message
                 raise EngineError(f"{text}" if name in _USER_ERRORS else f"{name}: {text}\n\n{tb}")
 
-    def call(self, kind: str, params: dict, progress=None) -> dict:
+    def call(self, kind: str, params: dict, progress=None, event=None) -> dict:
         """Run a job to the end, passing progress to ``progress(done, total, text)``."""
         gen = self.run(kind, params)
         while True:
@@ -230,6 +238,8 @@ class Engine:
                 return stop.value
             if item[0] == "progress" and progress is not None:
                 progress(*item[1:])
+            elif item[0] == "event" and event is not None:
+                event(item[1])
 
     def __del__(self):  # pragma: no cover - best effort at interpreter exit
         try:

@@ -28,12 +28,12 @@ def warm_up() -> dict:
     }
 
 
-def run(kind: str, params: dict, *, progress: Callable, cancel) -> dict:
+def run(kind: str, params: dict, *, progress: Callable, cancel, event: Callable = None) -> dict:
     try:
         job = JOBS[kind]
     except KeyError:
         raise ValueError(f"unknown engine job {kind!r}") from None
-    return job(params, progress=progress, cancel=cancel)
+    return job(params, progress=progress, cancel=cancel, event=event)
 
 
 def _model(path: str):
@@ -47,7 +47,7 @@ def _model(path: str):
     return _models[key]
 
 
-def segment_job(params: dict, *, progress, cancel) -> dict:
+def segment_job(params: dict, *, progress, cancel, event=None) -> dict:
     from ..ct import CTVolume
     from ..model import segment
 
@@ -78,7 +78,7 @@ def segment_job(params: dict, *, progress, cancel) -> dict:
     return {**paths, "seconds": time.monotonic() - start, "model_config": bundle.config}
 
 
-def selftest_job(params: dict, *, progress, cancel) -> dict:
+def selftest_job(params: dict, *, progress, cancel, event=None) -> dict:
     """Exercise the engine's plumbing without the network (diagnostics and tests).
 
     Counts ``steps`` steps of ``step_s`` seconds, honouring cancel between steps
@@ -95,7 +95,36 @@ def selftest_job(params: dict, *, progress, cancel) -> dict:
             check_cancel(cancel)
         time.sleep(step_s)
         progress(i + 1, steps, f"step {i + 1}")
+        if event is not None and params.get("events"):
+            event({"step": i + 1})
     return {"steps": steps, "pid": os.getpid()}
 
 
-JOBS = {"segment": segment_job, "selftest": selftest_job}
+def train_job(params: dict, *, progress, cancel, event=None) -> dict:
+    """Train from a dataset folder or from arrays saved by the client; save curves beside the model."""
+    from ..training import train
+    from ..training.curves import save_curves_png
+
+    if "dataset" in params:
+        cases = params["dataset"]
+    else:
+        cases = [(np.load(c["ct"]), np.load(c["mask"]), tuple(c["spacing"])) for c in params["cases"]]
+    options = {k: params[k] for k in ("epochs", "batch_size", "learning_rate", "patience", "split",
+                                      "seed", "patch_size", "augment", "backbone",
+                                      "encoder_weights", "steps_per_epoch", "overwrite")
+               if k in params}
+    result = train(cases, params["out"], progress=progress, cancel=cancel,
+                   on_epoch=(lambda epoch, logs: event({"epoch": epoch, "logs": logs}))
+                   if event else None, **options)
+    curves = None
+    if result.history and result.model_path is not None:
+        curves = str(Path(result.model_path).with_suffix(".curves.png"))
+        save_curves_png(result.history, curves)
+    return {"model_path": str(result.model_path) if result.model_path else None,
+            "history": result.history, "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss, "stopped": result.stopped,
+            "table": result.table, "split": result.split, "seconds": result.seconds,
+            "curves_png": curves}
+
+
+JOBS = {"segment": segment_job, "train": train_job, "selftest": selftest_job}

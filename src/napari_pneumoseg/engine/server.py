@@ -67,8 +67,11 @@ def serve(address: str, authkey: bytes) -> None:
         def progress(done: int, total: int, text: str = "", _id=job_id) -> None:
             channel.send("progress", _id, int(done), int(total), str(text))
 
+        def event(data: dict, _id=job_id) -> None:
+            channel.send("event", _id, data)
+
         try:
-            result = job_functions.run(kind, params, progress=progress, cancel=cancel)
+            result = job_functions.run(kind, params, progress=progress, cancel=cancel, event=event)
         except BaseException as exc:  # every failure goes back to the client as a message
             from ..progress import Cancelled
 
