@@ -7,6 +7,7 @@ need the network import it lazily when they are called.
 from .ct import CTReadError, CTVolume, read_ct
 from .io import MaskFileError, MaskGeometryError, read_mask, write_mask
 from .measure import Measurement, measure, metrics_from_counts
+from .phantom import Phantom, make_phantom, write_phantom_case
 from .model import ModelBundle, ModelLoadError, build_unet, load_model, save_model, segment
 from .progress import Cancelled
 
@@ -17,5 +18,6 @@ __all__ = [
     "read_mask", "write_mask", "MaskFileError", "MaskGeometryError",
     "Measurement", "measure", "metrics_from_counts",
     "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model", "segment",
+    "Phantom", "make_phantom", "write_phantom_case",
     "Cancelled", "__version__",
 ]

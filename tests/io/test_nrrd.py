@@ -185,3 +185,30 @@ def test_wrong_grid_and_non_masks_are_refused(phantom, chest, tmp_path):
     broken.write_bytes(b"NRRD0004\ntype: uint8\n")
     with pytest.raises(MaskFileError, match="not a readable NRRD"):
         read_mask(broken, like=phantom.ct)
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_nrrd_voxels_sit_on_the_ct_grid_even_when_oblique(tmp_path, rotated):
+    """NRRD space directions/origin put every voxel at the CT voxel's LPS position."""
+    import nrrd
+
+    from napari_pneumoseg import CTVolume, write_mask
+
+    direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    if rotated:
+        a, b = 0.3, -0.4
+        rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+        direction = direction @ (rz @ rx).T
+    rng = np.random.default_rng(0)
+    ct = CTVolume(hu=rng.uniform(-1000, 1000, (6, 20, 24)).astype(np.float32),
+                  spacing=(3.0, 0.6, 0.8), origin=(-12.3, 45.6, -200.25), direction=direction)
+    mask = (ct.hu > 800).astype(np.uint8)
+    write_mask(mask, tmp_path / "m.nrrd", ct)
+    data, header = nrrd.read(str(tmp_path / "m.nrrd"), index_order="C")
+    np.testing.assert_array_equal(data, mask)
+    assert list(header["sizes"]) == [24, 20, 6]  # NRRD lists the fastest axis (x) first
+    assert header["space"] == "left-posterior-superior"
+    idx = np.argwhere(mask)[:20]  # (k, j, i)
+    lps = header["space origin"] + idx[:, ::-1] @ header["space directions"]
+    np.testing.assert_allclose(lps, ct.index_to_lps(idx), atol=1e-9)

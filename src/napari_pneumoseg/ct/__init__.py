@@ -2,5 +2,6 @@
 
 from .dicom import read_ct
 from .volume import CTReadError, CTVolume
+from .write import write_dicom_series
 
-__all__ = ["CTVolume", "CTReadError", "read_ct"]
+__all__ = ["CTVolume", "CTReadError", "read_ct", "write_dicom_series"]

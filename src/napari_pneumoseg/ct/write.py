@@ -1,0 +1,215 @@
+"""Write a :class:`CTVolume` as a CT DICOM series, and masks on its grid as NRRD.
+
+Writing is all or nothing: files go to a hidden temporary sibling folder
+that is renamed into place only when complete, so a failed or cancelled
+write never leaves a half-written series behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import numpy as np
+
+from ..progress import ProgressFn, check_cancel, report
+from .volume import CTVolume
+
+PathLike = Union[str, os.PathLike]
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+#: Stored value = round(HU) - intercept, in signed 16 bits (the usual scanner offset).
+RESCALE_INTERCEPT = -1024
+HU_RANGE = (-32768 + RESCALE_INTERCEPT, 32767 + RESCALE_INTERCEPT)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; it replaces ``folder`` only if the block succeeds.
+
+    Refuses (:class:`FileExistsError`) a ``folder`` that exists and is not
+    empty unless ``overwrite``; on any exception (including cancellation) the
+    temporary folder is removed and ``folder`` is left as it was.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise FileExistsError(f"{folder} exists and is a file, not a folder; choose another folder.")
+        if not overwrite and any(folder.iterdir()):
+            raise FileExistsError(
+                f"{folder} already exists and is not empty; choose a new or empty folder "
+                "(or pass overwrite=True to replace its contents)."
+            )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    try:
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(folder, old)
+        os.rename(tmp, folder)
+    except BaseException:
+        if old is not None and not folder.exists():
+            os.rename(old, folder)
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _ds(value: float):
+    """A DS value with as many digits as fit in 16 characters."""
+    from pydicom.valuerep import DSfloat
+
+    v = float(value)
+    if abs(v) < 1e-12:
+        v = 0.0
+    return DSfloat(v, auto_format=True)
+
+
+def write_dicom_series(
+    ct: CTVolume,
+    folder: PathLike,
+    *,
+    series_description: Optional[str] = None,
+    patient_id: str = "PNEUMOSEG",
+    patient_name: str = "Anonymous",
+    study_description: str = "",
+    series_number: int = 1,
+    study_uid: Optional[str] = None,
+    frame_of_reference_uid: Optional[str] = None,
+    overwrite: bool = False,
+    progress: Optional[ProgressFn] = None,
+    cancel: Any = None,
+) -> list[Path]:
+    """Write ``ct`` as a CT Image Storage series (one file per slice) into ``folder``.
+
+    HU are rounded to integers and clipped to the signed 16-bit range
+    (RescaleSlope 1, RescaleIntercept -1024), Explicit VR Little Endian.
+    Geometry comes from the volume: ImageOrientationPatient from the
+    ``direction`` rows of the x (row) and y (column) axes,
+    ImagePositionPatient = ``origin + k * spacing_z * direction[0]``,
+    PixelSpacing = (spacing_y, spacing_x), SliceThickness from the metadata
+    or else the slice spacing. Study, series and frame-of-reference UIDs are
+    fresh unless given; InstanceNumber follows the array order (1 = slice 0).
+
+    Reading the series back with :func:`read_ct` gives the same HU (rounded),
+    spacing, origin and direction when ``direction`` is right-handed (slice
+    axis = row x column direction, as every reader assumes); otherwise the
+    reader flips the slice order.
+
+    Written atomically (see :func:`atomic_folder`): refuses a non-empty
+    ``folder`` unless ``overwrite``. Returns the files written, in slice order.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    nz, ny, nx = ct.shape
+    direction = np.asarray(ct.direction, dtype=float)
+    spacing = ct.spacing
+    origin = np.asarray(ct.origin, dtype=float)
+    meta = ct.metadata or {}
+    description = series_description if series_description is not None else \
+        str(meta.get("series_description") or "CT")
+    thickness = meta.get("slice_thickness")
+    try:
+        thickness = float(thickness)
+    except (TypeError, ValueError):
+        thickness = float("nan")
+    if not np.isfinite(thickness) or thickness <= 0:
+        thickness = spacing[0]
+    window = meta.get("window")
+
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    for_uid = frame_of_reference_uid or generate_uid()
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    row_dir, col_dir, normal = direction[2], direction[1], direction[0]
+    iop = [_ds(x) for x in (*row_dir, *col_dir)]
+    hu_lo, hu_hi = HU_RANGE
+
+    names = [f"CT_{k + 1:04d}.dcm" for k in range(nz)]
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        for k in range(nz):
+            if k % 8 == 0:
+                check_cancel(cancel)
+                report(progress, k, nz, "writing DICOM")
+            sop_uid = generate_uid()
+            fm = FileMetaDataset()
+            fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+            fm.MediaStorageSOPInstanceUID = sop_uid
+            fm.TransferSyntaxUID = ExplicitVRLittleEndian
+            fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+            ds = Dataset()
+            ds.file_meta = fm
+            ds.preamble = b"\0" * 128
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            ds.SOPClassUID = CT_IMAGE_STORAGE
+            ds.SOPInstanceUID = sop_uid
+            ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+            # Patient, study, series, frame of reference, equipment.
+            ds.PatientName = patient_name
+            ds.PatientID = patient_id
+            ds.PatientBirthDate = ""
+            ds.PatientSex = ""
+            ds.StudyInstanceUID = study_uid
+            ds.StudyDate, ds.StudyTime = date, time
+            ds.ReferringPhysicianName = ""
+            ds.StudyID = "1"
+            ds.AccessionNumber = ""
+            ds.StudyDescription = study_description
+            ds.Modality = "CT"
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesNumber = int(series_number)
+            ds.SeriesDescription = description
+            ds.SeriesDate, ds.SeriesTime = date, time
+            ds.PatientPosition = str(meta.get("patient_position") or "HFS")
+            ds.FrameOfReferenceUID = for_uid
+            ds.PositionReferenceIndicator = ""
+            ds.Manufacturer = str(meta.get("manufacturer") or "napari-pneumoseg")
+            # Image.
+            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+            ds.InstanceNumber = k + 1
+            ds.AcquisitionNumber = 1
+            ds.ContentDate, ds.ContentTime = date, time
+            ds.KVP = ""
+            position = origin + k * spacing[0] * normal
+            ds.ImagePositionPatient = [_ds(x) for x in position]
+            ds.ImageOrientationPatient = iop
+            ds.SliceLocation = _ds(float(position @ np.cross(row_dir, col_dir)))
+            ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[2])]
+            ds.SliceThickness = _ds(thickness)
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows, ds.Columns = ny, nx
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+            ds.PixelRepresentation = 1
+            ds.RescaleIntercept = RESCALE_INTERCEPT
+            ds.RescaleSlope = 1
+            ds.RescaleType = "HU"
+            if window:
+                ds.WindowCenter, ds.WindowWidth = _ds(window[0]), _ds(window[1])
+            ds.BurnedInAnnotation = "NO"
+            hu = np.nan_to_num(np.asarray(ct.hu[k], dtype=np.float64), nan=-1000.0)
+            stored = np.clip(np.rint(hu), hu_lo, hu_hi) - RESCALE_INTERCEPT
+            ds.PixelData = stored.astype("<i2").tobytes()
+            ds.save_as(tmp / names[k], enforce_file_format=True)
+        report(progress, nz, nz, "writing DICOM")
+    folder = Path(folder)
+    return [folder / n for n in names]
