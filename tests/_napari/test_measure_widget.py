@@ -81,3 +81,21 @@ def test_spacing_mismatch_is_refused(make_napari_viewer):
     w.prediction.value = viewer.layers["pred"]
     w.truth.value = viewer.layers["truth"]
     assert w.run() is None and "voxel size" in w.last_error
+
+
+def test_measure_on_the_sample_phantom_gives_dice_one_and_left_volume(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-pneumoseg", "phantom")
+    ct_layer, truth_layer = viewer.layers
+    assert ct_layer.scale[0] == 5.0 and truth_layer.scale[0] == 5.0
+    w = MeasureWidget(viewer)
+    w.prediction.value = truth_layer
+    w.truth.value = truth_layer
+    w.ct.value = ct_layer
+    result = w.run()
+    assert result.dice == 1.0 and _value(w, "Dice (volumetric)") == "1.0000"
+    expected = np.count_nonzero(truth_layer.data) * np.prod(truth_layer.scale) / 1000
+    assert result.volume_ml == pytest.approx(expected)
+    assert result.left_ml == pytest.approx(expected, rel=0.01)  # the sample is a left pneumothorax
+    assert result.right_ml == pytest.approx(0, abs=0.5)
+    assert 0 < result.left_pct_hemithorax < 100
