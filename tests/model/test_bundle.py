@@ -72,16 +72,17 @@ def test_save_is_atomic_and_refuses_to_overwrite(small_bundle, tmp_path):
     assert load_model(path).threshold == 0.4
 
 
-def test_failed_save_leaves_nothing_behind(small_bundle, tmp_path):
-    class DiskFull:
-        def save_weights(self, filepath):
-            with open(filepath, "wb") as fh:
-                fh.write(b"half")
-            raise OSError("No space left on device")
+def test_failed_save_leaves_nothing_behind(small_bundle, tmp_path, monkeypatch):
+    import napari_pneumoseg.model.bundle as bundle_module
 
-    bundle = dataclasses.replace(small_bundle, model=DiskFull())
+    def disk_full(model, path):
+        with open(path, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(bundle_module, "_save_layer_weights", disk_full)
     with pytest.raises(OSError, match="No space"):
-        save_model(bundle, tmp_path / "m.pnxmodel")
+        save_model(small_bundle, tmp_path / "m.pnxmodel")
     assert list(tmp_path.iterdir()) == []
 
 

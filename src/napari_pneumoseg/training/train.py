@@ -35,7 +35,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: Optional[int] = None
     best_val_loss: Optional[float] = None
-    stopped: str = ""  # "early stopping", "max epochs", "cancelled"
+    stopped: str = ""  # "early stopping", "max epochs", "time limit", "cancelled"
     table: dict[str, dict] = field(default_factory=dict)  # split -> Table 2 row
     split: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -57,7 +57,8 @@ def train(
     encoder_weights: Optional[str] = None,
     preprocessing: Optional[dict] = None,
     steps_per_epoch: Optional[int] = None,
-    evaluate: bool = True,
+    max_seconds: Optional[float] = None,
+    evaluate: Union[bool, Sequence[str]] = True,
     overwrite: bool = False,
     progress: Optional[Callable[[int, int, str], None]] = None,
     on_epoch: Optional[Callable[[int, dict], None]] = None,
@@ -68,7 +69,9 @@ def train(
     The best model so far is saved atomically after every improvement of the
     validation loss, so a crash or a cancel leaves the last best bundle
     usable. ``steps_per_epoch`` caps the batches per epoch (default: one pass
-    over all training slices). Progress goes to ``progress(done, total, text)``
+    over all training slices); ``max_seconds`` ends training after the epoch
+    that passes that time. ``evaluate`` is True (Table 2 for all three sets),
+    False, or the names of the sets to evaluate (e.g. ``["test"]``). Progress goes to ``progress(done, total, text)``
     per batch and ``on_epoch(epoch, logs)`` per epoch; ``cancel`` stops after
     the current batch and keeps the best model.
     """
@@ -123,7 +126,7 @@ def train(
         "training": hyper,
     }
     keeper = _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, cancel,
-                         overwrite)
+                         overwrite, deadline=None if max_seconds is None else start + max_seconds)
     n_steps = len(train_batches) if steps_per_epoch is None else min(steps_per_epoch, len(train_batches))
     keeper.steps = n_steps
     keeper.epochs = epochs
@@ -138,9 +141,10 @@ def train(
     )
     if keeper.best_weights is not None:
         bundle.model.set_weights(keeper.best_weights)
-    if evaluate and keeper.saved and keeper.reason != "cancelled":
+    wanted = set(the_split.sets()) if evaluate is True else set(evaluate or ())
+    if wanted and keeper.saved and keeper.reason != "cancelled":
         for name, items in the_split.sets().items():
-            if items:
+            if items and name in wanted:
                 report(progress, 0, 1, f"evaluating on the {name} set")
                 result.table[name] = evaluate_split(bundle, scaled, masks, items,
                                                     batch_size=max(1, batch_size), cancel=cancel)
@@ -180,7 +184,8 @@ def _as_dataset(keras, batches: SliceBatches):
     return _Dataset()
 
 
-def _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, cancel, overwrite):
+def _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, cancel, overwrite,
+                deadline=None):
     """A Keras callback: progress and cancel per batch; checkpoint and patience per epoch.
 
     Equivalent to ``EarlyStopping(monitor="val_loss", patience=patience,
@@ -236,6 +241,9 @@ def _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, ca
                 if self.wait >= patience:
                     self.reason = "early stopping"
                     self.model.stop_training = True
+            if deadline is not None and time.monotonic() > deadline and not self.reason:
+                self.reason = "time limit"
+                self.model.stop_training = True
             if on_epoch is not None:
                 on_epoch(epoch + 1, logs)
 
