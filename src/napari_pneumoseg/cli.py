@@ -135,6 +135,14 @@ def _cmd_make_phantoms(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    result = run_demo(args.out, quick=args.quick, overwrite=args.force,
+                      progress=TextProgress("          "))
+    return 0 if result.dice == result.dice else 1  # NaN never expected
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pneumoseg", description="Find and measure pneumothorax on chest CT."
@@ -185,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--force", action="store_true", help="replace existing patient folders")
     ph.set_defaults(func=_cmd_make_phantoms)
+
+    demo = sub.add_parser("demo", help="the whole job on phantoms: train, segment, measure")
+    demo.add_argument("--out", default="demo-out", help="folder for the results")
+    demo.add_argument("--quick", action="store_true", help="tiny settings (seconds, for tests)")
+    demo.add_argument("--force", action="store_true", help="replace earlier demo results")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
