@@ -20,15 +20,21 @@ def _add_case(viewer, k, rng):
     viewer.add_labels(mask, name=f"ct{k} truth", scale=(2.5, 1, 1))
 
 
-def test_train_widget_trains_draws_curves_and_sets_default_model(make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(0)
+def _widget_with_cases(viewer, seed):
+    """A Train widget (small encoder for speed) with three CT + truth pairs chosen."""
+    rng = np.random.default_rng(seed)
     for k in range(3):
         _add_case(viewer, k, rng)
     w = TrainWidget(viewer)
-    viewer.window.add_dock_widget(w)
     w.backbone = "resnet18"
     w.images.value = [viewer.layers[f"ct{k}"] for k in range(3)]
+    return w
+
+
+def test_train_widget_trains_draws_curves_and_sets_default_model(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    w = _widget_with_cases(viewer, 0)
+    viewer.window.add_dock_widget(w)
     w.out.value = tmp_path / "w.pnxmodel"
     w.epochs.value, w.batch_size.value, w.patch_size.value, w.steps.value = 2, 4, 32, 2
     w.run()
@@ -57,13 +63,7 @@ def test_missing_truth_is_a_clear_message(make_napari_viewer, tmp_path):
 
 
 def test_stop_keeps_the_best_model(make_napari_viewer, qtbot, tmp_path):
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(1)
-    for k in range(3):
-        _add_case(viewer, k, rng)
-    w = TrainWidget(viewer)
-    w.backbone = "resnet18"
-    w.images.value = [viewer.layers[f"ct{k}"] for k in range(3)]
+    w = _widget_with_cases(make_napari_viewer(), 1)
     w.out.value = tmp_path / "s.pnxmodel"
     w.epochs.value, w.batch_size.value, w.patch_size.value, w.steps.value = 50, 4, 32, 2
     w.run()

@@ -13,16 +13,6 @@ from napari_pneumoseg.io.dicom_seg import find_seg_file, load_dicom_seg
 from napari_pneumoseg.phantom import make_phantom
 
 
-@pytest.fixture(scope="module")
-def chest(chest_dir):
-    return read_ct(chest_dir)
-
-
-@pytest.fixture(scope="module")
-def chest_mask(chest):
-    m = np.zeros(chest.shape, np.uint8)
-    m[20:45, 150:330, 60:250] = chest.hu[20:45, 150:330, 60:250] < -500
-    return m
 
 
 @pytest.fixture(scope="module")

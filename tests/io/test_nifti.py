@@ -15,16 +15,6 @@ TOTALSEG = "abdomen_ct_jpeg2000_overlapping_totalsegmentator_labels.nii.gz"
 LIVER, SPLEEN = 5, 1  # TotalSegmentator v2 class ids
 
 
-@pytest.fixture(scope="module")
-def chest(chest_dir):
-    return read_ct(chest_dir)
-
-
-@pytest.fixture(scope="module")
-def chest_mask(chest):
-    m = np.zeros(chest.shape, np.uint8)
-    m[20:45, 150:330, 60:250] = chest.hu[20:45, 150:330, 60:250] < -500
-    return m
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from ..ct import CTVolume, read_ct
-from ..ct.dicom import iter_dicom_files
+from ..ct.dicom import iter_dicom_files, looks_like_dicom
 
 PathOrPaths = Union[str, list[str]]
 
@@ -23,15 +23,9 @@ def get_reader(path: PathOrPaths) -> Optional[Callable]:
         if p.is_dir():
             if next(iter(iter_dicom_files(p)), None) is None:
                 return None
-        elif not (p.is_file() and _is_dicom_file(p)):
+        elif not (p.is_file() and looks_like_dicom(p)):
             return None
     return read_ct_layers
-
-
-def _is_dicom_file(p: Path) -> bool:
-    from ..ct.dicom import _looks_like_dicom
-
-    return _looks_like_dicom(p)
 
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"

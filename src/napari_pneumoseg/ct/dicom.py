@@ -632,11 +632,12 @@ def _metadata(ds, stack: list[_Slice]) -> dict[str, Any]:
 def iter_dicom_files(folder: PathLike) -> Iterable[Path]:
     """Files below ``folder`` that start like DICOM (preamble + 'DICM'), for reader hooks."""
     for f in sorted(Path(folder).rglob("*")):
-        if f.is_file() and _looks_like_dicom(f):
+        if f.is_file() and looks_like_dicom(f):
             yield f
 
 
-def _looks_like_dicom(file: Path) -> bool:
+def looks_like_dicom(file: Path) -> bool:
+    """True if ``file`` has the DICOM preamble and 'DICM' prefix."""
     try:
         with open(file, "rb") as fh:
             head = fh.read(132)

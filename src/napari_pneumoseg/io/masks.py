@@ -17,6 +17,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..ct.dicom import looks_like_dicom
 from .grid import MaskFile, MaskFileError, MaskGeometryError, _label_values, as_grid
 
 PathLike = Union[str, os.PathLike]
@@ -45,21 +46,12 @@ def mask_format(path: PathLike, *, for_writing: bool = False) -> str:
         return "nifti"
     if name.endswith(".dcm"):
         return "dicom-seg"
-    if not for_writing and (p.is_dir() or _starts_like_dicom(p)):
+    if not for_writing and (p.is_dir() or looks_like_dicom(p)):
         return "dicom-seg"
     allowed = WRITE_SUFFIXES if for_writing else READ_SUFFIXES
     raise MaskFileError(f"{path}: unknown mask file type; use a name ending in "
                         f"{', '.join(allowed)}" + ("." if for_writing else
                                                    " (or a DICOM-SEG file or folder)."))
-
-
-def _starts_like_dicom(p: Path) -> bool:
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
 
 
 def _check_exists(path: PathLike) -> Path:
