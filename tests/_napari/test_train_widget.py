@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from napari_pneumoseg._napari.train_widget import TrainWidget
 from napari_pneumoseg.preferences import load_preferences
