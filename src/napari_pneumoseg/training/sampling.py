@@ -113,21 +113,29 @@ class SliceBatches:
             if self.patch_size:
                 image, mask = crop(image, mask, self.patch_size, rng, self.positive_fraction,
                                    self.fill, jitter=self.patch_size // 4)
-            else:
-                image, mask = pad_to_multiple(image, mask, 32, self.fill)
             if self.aug is not None and not self.deterministic:
                 image, mask = augment(image, mask, rng, self.aug, self.fill)
             xs.append(image)
             ys.append(mask)
+        if not self.patch_size:  # whole slices: pad to a common multiple of 32
+            ny = max(a.shape[0] for a in xs)
+            nx = max(a.shape[1] for a in xs)
+            ny, nx = ny + (-ny) % 32, nx + (-nx) % 32
+            xs, ys = zip(*(pad_to(a, m, (ny, nx), self.fill) for a, m in zip(xs, ys)))
         x = np.stack(xs)[..., None].astype(np.float32)
         y = np.stack(ys)[..., None].astype(np.float32)
         return x, y
 
 
-def pad_to_multiple(image: np.ndarray, mask: np.ndarray, multiple: int, fill: float):
-    ny, nx = image.shape
-    py, px = (-ny) % multiple, (-nx) % multiple
+def pad_to(image: np.ndarray, mask: np.ndarray, shape: tuple[int, int], fill: float):
+    """Pad a slice and its mask at the bottom/right to ``shape``."""
+    py, px = shape[0] - image.shape[0], shape[1] - image.shape[1]
     if py or px:
         image = np.pad(image, ((0, py), (0, px)), constant_values=fill)
         mask = np.pad(mask, ((0, py), (0, px)))
     return image, mask
+
+
+def pad_to_multiple(image: np.ndarray, mask: np.ndarray, multiple: int, fill: float):
+    ny, nx = image.shape
+    return pad_to(image, mask, (ny + (-ny) % multiple, nx + (-nx) % multiple), fill)
