@@ -88,15 +88,16 @@ def test_early_stopping_stops_at_patience_when_validation_never_improves(tmp_pat
 
 def test_cancel_keeps_the_last_best_bundle(tmp_path):
     out = tmp_path / "m.pnxmodel"
-    batches = []
+    epochs_done = []
 
     def cancel():
-        return len(batches) >= 5  # stop during the third epoch
+        return len(epochs_done) >= 2  # stop in the first batch of the third epoch
 
     result = train(tiny_cases(), out, epochs=20, batch_size=4, patch_size=32, backbone="resnet18",
-                   steps_per_epoch=2, progress=lambda d, t, s: batches.append(s), cancel=cancel)
+                   steps_per_epoch=2, on_epoch=lambda e, logs: epochs_done.append(e), cancel=cancel)
     assert result.stopped == "cancelled"
     assert len(result.history) == 3 and result.best_epoch in (1, 2)
+    assert "val_loss" not in result.history[-1]  # the interrupted epoch is not validated
     assert result.model_path == out
     assert load_model(out).provenance["result"]["best_epoch"] == result.best_epoch
     assert not result.table  # no evaluation after a cancel
