@@ -60,8 +60,12 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="pneumoseg-shots-"))
     case = work / "heldout"
-    write_phantom_case(make_phantom(seed=1000, side="left", size="moderate", n_slices=48,
-                                    shape_yx=(192, 192)), case)
+    from napari_pneumoseg.demo import FULL
+
+    # The demo's held-out phantom, at the size the demo's model was trained on.
+    write_phantom_case(make_phantom(seed=1000, side="left", size="moderate",
+                                    n_slices=FULL["n_slices"],
+                                    shape_yx=(FULL["size"], FULL["size"])), case)
 
     viewer = napari.Viewer(title="napari-pneumoseg")
     viewer.window._qt_window.resize(1500, 950)
@@ -103,8 +107,8 @@ def main() -> int:
     shot(viewer, out / "measure.png")
 
     # 4. A short real training on the phantom pair (small encoder so it takes a minute).
-    for widget in list(viewer.window._dock_widgets.values()):
-        viewer.window.remove_dock_widget(widget)
+    for name in list(viewer.window.dock_widgets):
+        viewer.window.remove_dock_widget(viewer.window.dock_widgets[name])
     tw = TrainWidget(viewer)
     viewer.window.add_dock_widget(tw, name="Train", area="right")
     truth_layer.visible = True
