@@ -172,7 +172,7 @@ class SegmentWidget(Container):
                              f"labelled in '{name}'")
 
     def _on_error(self, exc: BaseException) -> None:
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_info
 
         from ..progress import Cancelled
 

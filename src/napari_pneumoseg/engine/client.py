@@ -18,7 +18,7 @@ import threading
 import time
 from multiprocessing.connection import Listener
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from ..progress import Cancelled
 

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .metrics import as_bool, mean_slice_dice, metrics_from_counts, roc_auc, slice_counts
+from .metrics import mean_slice_dice, metrics_from_counts, roc_auc, slice_counts
 from .sides import side_analysis
 
 __all__ = [
