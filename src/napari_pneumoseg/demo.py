@@ -18,11 +18,13 @@ from typing import Callable, Optional, Union
 #: 128x128 slices (2.8 mm pixels) and 64 px patches (18 cm of context) keep each step cheap.
 FULL = dict(n_patients=12, n_slices=48, size=128, backbone="resnet50", patch_size=64,
             batch_size=8, learning_rate=1e-3, max_seconds=380.0, epochs=500,
-            steps_per_epoch=60, patience=500, bn_momentum=0.9, positive_fraction=0.35)
+            steps_per_epoch=60, patience=500, bn_momentum=0.9, positive_fraction=0.35,
+            lr_decay=True)
 #: The same path in seconds (tests): tiny phantoms, a small encoder, two short epochs.
 QUICK = dict(n_patients=3, n_slices=12, size=64, backbone="resnet18", patch_size=32,
              batch_size=4, learning_rate=1e-3, max_seconds=None, epochs=2,
-             steps_per_epoch=2, patience=8, bn_momentum=0.9, positive_fraction=0.35)
+             steps_per_epoch=2, patience=8, bn_momentum=0.9, positive_fraction=0.35,
+             lr_decay=True)
 
 
 @dataclass
@@ -99,7 +101,7 @@ def run_demo(out: Union[str, os.PathLike] = "demo-out", *, quick: bool = False,
                    patience=cfg["patience"], patch_size=cfg["patch_size"],
                    backbone=cfg["backbone"], steps_per_epoch=cfg["steps_per_epoch"],
                    max_seconds=cfg["max_seconds"], bn_momentum=cfg["bn_momentum"],
-                   positive_fraction=cfg["positive_fraction"],
+                   positive_fraction=cfg["positive_fraction"], lr_decay=cfg["lr_decay"],
                    evaluate=False, overwrite=overwrite,
                    progress=progress, on_epoch=on_epoch)
     train_seconds = time.monotonic() - t0

@@ -117,3 +117,14 @@ def test_case_mismatch_is_an_error_naming_the_case():
     hu, mask, sp = tiny_cases(1)[0]
     with pytest.raises(ValueError, match="case 2: the mask has shape"):
         load_cases([(hu, mask, sp), (hu, mask[:, :-1], sp)])
+
+
+def test_cosine_schedule_goes_from_the_rate_to_zero():
+    import time
+
+    from napari_pneumoseg.training.train import cosine_schedule
+
+    by_epoch = cosine_schedule(1e-3, 4, None, time.monotonic())
+    assert [round(by_epoch(e), 7) for e in range(5)] == [1e-3, 8.536e-4, 5e-4, 1.464e-4, 0.0]
+    by_time = cosine_schedule(1e-3, 1000, 100.0, time.monotonic() - 50.0)  # half-way
+    assert abs(by_time(0) - 5e-4) < 1e-5
