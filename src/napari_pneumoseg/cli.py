@@ -63,8 +63,11 @@ def _cmd_segment(args) -> int:
     bundle = load_model(args.model)
     for w in bundle.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    mask = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
-                   progress=TextProgress("segmenting"))
+    mask, info = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
+                         crop_body=not args.no_crop, skip_slices=not args.all_slices,
+                         return_info=True, progress=TextProgress("segmenting"))
+    print(f"ran {info.slices_run} of {info.slices_total} slices, "
+          f"{100 * info.pixel_fraction:.0f}% of the full path's pixels, {info.seconds:.1f} s")
     write_mask(mask, out, ct, overwrite=args.force)
     from .measure import measure
 
@@ -162,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--batch-size", type=int, default=4)
     seg.add_argument("--threshold", type=float, default=None)
     seg.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    seg.add_argument("--no-crop", action="store_true",
+                     help="run whole slices instead of the body's bounding box")
+    seg.add_argument("--all-slices", action="store_true",
+                     help="run every slice, not only lung base to apex")
     seg.add_argument("--force", action="store_true", help="replace an existing output file")
     seg.set_defaults(func=_cmd_segment)
 

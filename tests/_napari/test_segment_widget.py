@@ -47,6 +47,7 @@ def test_segment_adds_labels_while_viewer_draws(ct_viewer, qtbot, tiny_model_pat
     assert labels.metadata["pneumoseg_result"]["model_config"]["architecture"]["backbone"] == "resnet18"
     assert f"{name} probability" in viewer.layers
     assert shots and shots[0].std() > 0  # the CT was really drawn
+    assert "ran " in w.status.value and "% of the pixels" in w.status.value
     assert "tensorflow" not in sys.modules  # the network ran in the engine process
     # Running again asks before replacing; saying no gives a new name.
     w.confirm_replace = lambda n: False

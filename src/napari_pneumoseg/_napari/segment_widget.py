@@ -45,12 +45,15 @@ class SegmentWidget(Container):
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64)
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
         self.device = ComboBox(label="Device", choices=["auto", "cpu", "gpu"], value="auto")
+        self.crop_body = CheckBox(text="Crop to the body (faster, same mask)", value=True)
+        self.skip_slices = CheckBox(text="Only slices from lung base to apex", value=True)
         self.probabilities = CheckBox(text="Also add the probability map", value=False)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         super().__init__(widgets=[self.image, self.model, self.batch_size, self.threshold,
-                                  self.device, self.probabilities, self.run_button,
+                                  self.device, self.crop_body, self.skip_slices,
+                                  self.probabilities, self.run_button,
                                   self.cancel_button, self.status])
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -150,6 +153,8 @@ class SegmentWidget(Container):
             "batch_size": int(self.batch_size.value),
             "threshold": float(self.threshold.value),
             "probabilities": bool(self.probabilities.value),
+            "crop_body": bool(self.crop_body.value),
+            "skip_slices": bool(self.skip_slices.value),
         }
 
     def _add_result(self, image, model: str, mask, probs, result) -> None:
@@ -168,8 +173,11 @@ class SegmentWidget(Container):
             self.viewer.add_image(probs, name=pname, colormap="magma", contrast_limits=(0, 1),
                                   blending="additive", **common)
         voxels = int(np.count_nonzero(mask))
+        info = result.get("info") or {}
+        ran = (f"; ran {info['slices_run']} of {info['slices_total']} slices, "
+               f"{100 * info['pixel_fraction']:.0f}% of the pixels") if info else ""
         self.status.value = (f"done in {result.get('seconds', 0):.1f} s: {voxels} voxels "
-                             f"labelled in '{name}'")
+                             f"labelled in '{name}'{ran}")
 
     def _on_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_info

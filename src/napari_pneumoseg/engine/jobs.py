@@ -61,21 +61,26 @@ def segment_job(params: dict, *, progress, cancel, event=None) -> dict:
     bundle = _model(params["model"])
     check_cancel(cancel)
     start = time.monotonic()
+    want_probs = bool(params.get("probabilities"))
     result = segment(
         ct, bundle,
         batch_size=params.get("batch_size", 4),
         threshold=params.get("threshold"),
-        return_probabilities=bool(params.get("probabilities")),
+        return_probabilities=want_probs,
+        crop_body=params.get("crop_body", True),
+        skip_slices=params.get("skip_slices", True),
+        return_info=True,
         progress=progress, cancel=cancel,
     )
-    mask, probabilities = result if isinstance(result, tuple) else (result, None)
+    mask, probabilities, info = result if want_probs else (result[0], None, result[1])
     out = Path(params["out_dir"])
     np.save(out / "mask.npy", mask)
     paths = {"mask": str(out / "mask.npy"), "probabilities": None}
     if probabilities is not None:
         np.save(out / "probabilities.npy", probabilities)
         paths["probabilities"] = str(out / "probabilities.npy")
-    return {**paths, "seconds": time.monotonic() - start, "model_config": bundle.config}
+    return {**paths, "seconds": time.monotonic() - start, "model_config": bundle.config,
+            "info": info.as_dict()}
 
 
 def selftest_job(params: dict, *, progress, cancel, event=None) -> dict:

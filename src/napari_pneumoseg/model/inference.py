@@ -11,8 +11,11 @@ slice costs about 0.45 s whatever the batch size (1-4).
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,6 +26,7 @@ from ..progress import ProgressFn, check_cancel, report
 from ._backend import keras_modules
 from .bundle import ModelBundle, load_model
 from .preprocess import preprocess, volume_stats
+from .roi import Batch, plan_inference
 
 SIZE_MULTIPLE = 32
 
@@ -36,6 +40,9 @@ def segment(
     return_probabilities: bool = False,
     progress: Optional[ProgressFn] = None,
     cancel: Any = None,
+    crop_body: bool = True,
+    skip_slices: bool = True,
+    return_info: bool = False,
 ):
     """Segment pneumothorax in a CT: uint8 mask ``(z, y, x)``, 1 = pneumothorax.
 
@@ -49,14 +56,27 @@ def segment(
     ``return_probabilities`` the result is ``(mask, probabilities)``, the
     latter float32 in [0, 1].
 
+    Fast path (see :mod:`napari_pneumoseg.model.roi`): with ``skip_slices``
+    only the slices from the lungs' base to their apex (plus a margin) run and
+    the others are background; with ``crop_body`` each batch runs on a
+    window around the body (plus a margin, on the network's 32-pixel grid)
+    and the rest of the slice is background (probability 0). Both
+    reproduce the full path's mask (``crop_body=False, skip_slices=False``)
+    up to rare border pixels; a CT without air inside the body runs every
+    slice. With ``return_info`` an :class:`InferenceInfo` (slices and pixels
+    run, crop, timings) is appended to the result: ``(mask, info)`` or
+    ``(mask, probabilities, info)``.
+
     ``progress(done, total, text)`` is called with ``done=0`` before the first
-    batch and after every batch (text: slices done, slices/s, ETA);
-    ``cancel`` is checked before every batch and raises
+    batch and after every batch (``total``: slices that run; text: slices
+    done, slices/s, ETA); ``cancel`` is checked before every batch and raises
     :class:`~napari_pneumoseg.progress.Cancelled` (nothing is returned).
     """
+    start = time.perf_counter()
     hu = ct.hu if isinstance(ct, CTVolume) else np.asarray(ct)
     if hu.ndim != 3 or min(hu.shape) < 1:
         raise ValueError(f"CT must be a non-empty 3-D (z, y, x) array, got shape {hu.shape}")
+    spacing = ct.spacing if isinstance(ct, CTVolume) else (1.0, 1.0, 1.0)
     if isinstance(model, (str, Path)):
         model = load_model(model)
     if not isinstance(model, ModelBundle):
@@ -70,28 +90,203 @@ def segment(
 
     net = model.model
     n, ny, nx = hu.shape
-    (py0, py1), (px0, px1) = _padding(net, ny, nx)
+    pads, resizable = _frame(net, ny, nx)
+    frame = (ny + pads[0][0] + pads[0][1], nx + pads[1][0] + pads[1][1])
+    plan = plan_inference(hu, spacing, frame, pads, batch_size, crop_body=crop_body,
+                          skip_slices=skip_slices, resizable=resizable)
     stats = volume_stats(hu, model.preprocessing)
     fill = float(hu.min())
+    analysed = time.perf_counter()
 
     mask = np.zeros(hu.shape, dtype=np.uint8)
     probs = np.zeros(hu.shape, dtype=np.float32) if return_probabilities else None
-    start = time.perf_counter()
-    report(progress, 0, n, f"0/{n} slices")
-    for lo in range(0, n, batch_size):
-        check_cancel(cancel)
-        hi = min(lo + batch_size, n)
-        block = hu[lo:hi]
-        if py0 or py1 or px0 or px1:
-            block = np.pad(block, ((0, 0), (py0, py1), (px0, px1)), constant_values=fill)
-        x = preprocess(block, model.preprocessing, stats, channels=model.input_channels)
-        y = np.asarray(net.predict_on_batch(x))
-        p = y[:, py0 : py0 + ny, px0 : px0 + nx, 0].astype(np.float32, copy=False)
-        mask[lo:hi] = p > thr
-        if probs is not None:
-            probs[lo:hi] = p
-        report(progress, hi, n, _progress_text(hi, n, time.perf_counter() - start))
-    return (mask, probs) if return_probabilities else mask
+    total = plan.slices_run
+    report(progress, 0, total, f"0/{total} slices" + _plan_text(plan))
+
+    def prepare(batch: Batch) -> np.ndarray:
+        block = _window_block(hu, batch, pads, fill)
+        return preprocess(block, model.preprocessing, stats, channels=model.input_channels)
+
+    network_s = 0.0
+    done = 0
+    loop_start = time.perf_counter()
+    with _Prefetch(prepare, plan.batches) as batches:
+        for batch in plan.batches:
+            check_cancel(cancel)
+            x = next(batches)
+            t = time.perf_counter()
+            y = np.asarray(net.predict_on_batch(x))
+            network_s += time.perf_counter() - t
+            iy0, iy1, ix0, ix1 = plan.image_box(batch.box)
+            (py0, _), (px0, _) = pads
+            oy, ox = iy0 + py0 - batch.box[0], ix0 + px0 - batch.box[2]
+            p = y[:, oy : oy + iy1 - iy0, ox : ox + ix1 - ix0, 0].astype(np.float32, copy=False)
+            mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p > thr
+            if probs is not None:
+                probs[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p
+            done += batch.stop - batch.start
+            report(progress, done, total, _progress_text(done, total, time.perf_counter() - loop_start))
+    end = time.perf_counter()
+    result = [mask] + ([probs] if probs is not None else [])
+    if return_info:
+        result.append(InferenceInfo.from_plan(
+            plan, crop_body=bool(crop_body), skip_slices=bool(skip_slices), batch_size=batch_size,
+            seconds=end - start, seconds_analysis=analysed - start, seconds_network=network_s,
+            seconds_loop=end - loop_start))
+    return result[0] if len(result) == 1 else tuple(result)
+
+
+@dataclass
+class InferenceInfo:
+    """What :func:`segment` ran: slices, pixels, the crop and how long it took.
+
+    ``crop_box`` is ``(y0, y1, x0, x1)`` in image pixels (half-open): the union
+    of the windows run; ``input_shapes`` the distinct network input sizes
+    ``(h, w)``, ``frame`` the full path's. ``pixel_fraction`` is network input
+    pixels run / the full path's (every slice, whole frame), so it is about
+    the share of the full path's network time. ``seconds_network`` is spent
+    inside the network, ``slices_per_second`` counts slices run per second
+    of the batch loop. ``windows`` lists what ran: ``[start, stop, y0, y1, x0,
+    x1]`` per batch (slices ``start:stop``, image pixels). Plain data: :meth:`as_dict` is JSON-ready and
+    :meth:`from_dict` reads it back (the engine passes it between processes).
+    """
+
+    slices_total: int
+    slices_run: int
+    slice_range: Optional[tuple[int, int]]
+    crop_box: Optional[tuple[int, int, int, int]]
+    frame: tuple[int, int]
+    input_shapes: list
+    pixel_fraction: float
+    crop_body: bool
+    skip_slices: bool
+    batch_size: int
+    seconds: float
+    seconds_analysis: float
+    seconds_network: float
+    slices_per_second: float
+    notes: list = field(default_factory=list)
+    windows: list = field(default_factory=list)
+
+    @classmethod
+    def from_plan(cls, plan, *, crop_body, skip_slices, batch_size, seconds, seconds_analysis,
+                  seconds_network, seconds_loop) -> "InferenceInfo":
+        shapes = sorted({b.shape for b in plan.batches})
+        return cls(
+            slices_total=plan.n_slices, slices_run=plan.slices_run, slice_range=plan.slice_range,
+            crop_box=plan.image_box(), frame=plan.frame, input_shapes=[list(s) for s in shapes],
+            pixel_fraction=plan.pixel_fraction, crop_body=crop_body, skip_slices=skip_slices,
+            batch_size=batch_size, seconds=seconds, seconds_analysis=seconds_analysis,
+            seconds_network=seconds_network,
+            slices_per_second=plan.slices_run / seconds_loop if seconds_loop > 0 else 0.0,
+            notes=list(plan.notes),
+            windows=[[b.start, b.stop, *plan.image_box(b.box)] for b in plan.batches],
+        )
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("slice_range", "crop_box", "frame"):
+            if d[key] is not None:
+                d[key] = [int(v) for v in d[key]]
+        d["windows"] = [[int(v) for v in w] for w in d["windows"]]
+        d["input_shapes"] = [[int(v) for v in s] for s in d["input_shapes"]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InferenceInfo":
+        d = dict(d)
+        for key in ("slice_range", "crop_box", "frame"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def summary(self) -> str:
+        """One line for a status bar, e.g. "ran 58/64 slices, 67% of the pixels, 41 s (1.4 slices/s)"."""
+        text = f"ran {self.slices_run}/{self.slices_total} slices"
+        if self.slices_run:
+            text += f", {100 * self.pixel_fraction:.0f}% of the pixels"
+        text += f", {self.seconds:.0f} s"
+        if self.slices_run:
+            text += f" ({self.slices_per_second:.2f} slices/s)"
+        if self.notes:
+            text += "; " + "; ".join(self.notes)
+        return text
+
+
+def _frame(net, ny: int, nx: int):
+    """Padding of the full path's frame and whether the network takes other sizes (for crops)."""
+    pads = _padding(net, ny, nx)
+    try:
+        shape = tuple(net.input_shape)
+    except Exception:  # pragma: no cover - models without a single input
+        return pads, False
+    return pads, len(shape) == 4 and shape[1] is None and shape[2] is None
+
+
+def _window_block(hu: np.ndarray, batch: Batch, pads, fill: float) -> np.ndarray:
+    """HU of the frame window of ``batch`` (float32): image pixels, ``fill`` beyond the image."""
+    (py0, _), (px0, _) = pads
+    y0, y1, x0, x1 = batch.box
+    ny, nx = hu.shape[1:]
+    out = np.full((batch.stop - batch.start, y1 - y0, x1 - x0), fill, dtype=np.float32)
+    iy0, iy1 = max(0, y0 - py0), min(ny, y1 - py0)
+    ix0, ix1 = max(0, x0 - px0), min(nx, x1 - px0)
+    if iy1 > iy0 and ix1 > ix0:
+        out[:, iy0 + py0 - y0 : iy1 + py0 - y0, ix0 + px0 - x0 : ix1 + px0 - x0] = (
+            hu[batch.start : batch.stop, iy0:iy1, ix0:ix1])
+    return out
+
+
+class _Prefetch:
+    """Prepare the next batch in a background thread while the network runs the current one.
+
+    Iterate with ``next()``; an exception in ``prepare`` is raised there. Leaving
+    the ``with`` block stops the thread (also on cancel or error).
+    """
+
+    def __init__(self, prepare, items, depth: int = 1):
+        self._prepare, self._items = prepare, list(items)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pneumoseg-prefetch", daemon=True)
+
+    def _run(self) -> None:
+        for item in self._items:
+            if self._stop.is_set():
+                return
+            try:
+                out = (True, self._prepare(item))
+            except BaseException as exc:  # handed to the consumer
+                out = (False, exc)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(out, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not out[0]:
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __next__(self):
+        ok, value = self._queue.get()
+        if not ok:
+            raise value
+        return value
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _plan_text(plan) -> str:
+    if plan.slices_run == plan.n_slices and plan.pixel_fraction >= 1.0:
+        return ""
+    return f" (of {plan.n_slices}; {100 * plan.pixel_fraction:.0f}% of the pixels)"
 
 
 def _padding(net, ny: int, nx: int) -> tuple[tuple[int, int], tuple[int, int]]:

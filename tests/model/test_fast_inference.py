@@ -1,0 +1,292 @@
+"""segment()'s fast path (body crop + lung slice range) against the full path.
+
+Three kinds of checks:
+
+- the HU analysis and the plan (no network): lung slice range, body boxes
+  free of the table, windows on the 32-pixel grid;
+- exactness of the crop arithmetic with a network whose receptive field is
+  small but which pools over 32-pixel blocks: the fast path must reproduce
+  the full path exactly away from the window edge, which fails if a window
+  is off the 32-pixel grid or pasted back in the wrong place;
+- the real thing on phantoms: a Unet-ResNet18 trained briefly on phantoms
+  gives the same mask both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from napari_pneumoseg import CTVolume
+from napari_pneumoseg.ct.air import body_mask, chest_extent
+from napari_pneumoseg.model import segment
+from napari_pneumoseg.model.bundle import ModelBundle
+from napari_pneumoseg.model.inference import InferenceInfo, _Prefetch
+from napari_pneumoseg.model.roi import GRID, MARGIN_PX, plan_inference
+from napari_pneumoseg.phantom import LABELS, make_phantom
+from napari_pneumoseg.progress import Cancelled
+
+#: Test phantoms: a 512 mm field of view on 256 x 256 pixels, so the body (about
+#: 150 x 110 pixels) leaves room to crop.
+GEOM = dict(n_slices=24, shape_yx=(256, 256), spacing=(12.5, 2.0, 2.0))
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * (a & b).sum() / s
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(seed=7, side="left", size="moderate", keep_labels=True, **GEOM)
+
+
+def _with_abdomen(p, below: int = 6, above: int = 3):
+    """The phantom with airless slices added below (abdomen-like) and neck-like slices above.
+
+    Below: copies of the lowest slice with every air voxel inside the body made
+    soft tissue. Above: copies of the top slice with only a midline trachea.
+    """
+    hu, labels = p.ct.hu, p.labels
+    body = labels[0] != LABELS["outside"]
+    table = labels[0] == LABELS["table"]
+    low = hu[0].copy()
+    low[body & ~table & (low < -400)] = 40.0
+    top = hu[-1].copy()
+    inside = (labels[-1] != LABELS["outside"]) & (labels[-1] != LABELS["table"])
+    top[inside & (top < -400)] = 40.0
+    ys, xs = np.nonzero(labels[-1] == LABELS["mediastinum"])
+    cy, cx = int(ys.mean()), int(xs.mean())
+    yy, xx = np.ogrid[: top.shape[0], : top.shape[1]]
+    top[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = -1000.0  # trachea, 8 px = 16 mm across
+    hu2 = np.concatenate([np.repeat(low[None], below, 0), hu, np.repeat(top[None], above, 0)])
+    truth = np.concatenate([np.zeros((below, *hu.shape[1:]), np.uint8), p.truth,
+                            np.zeros((above, *hu.shape[1:]), np.uint8)])
+    return CTVolume(hu2, spacing=p.ct.spacing), truth
+
+
+# --------------------------------------------------------------------------- HU analysis and plan
+
+
+def test_chest_extent_covers_the_pneumothorax_and_leaves_out_abdomen_and_neck(phantom):
+    ct, truth = _with_abdomen(phantom)
+    ext = chest_extent(ct.hu, ct.spacing)
+    z = np.flatnonzero(truth.any(axis=(1, 2)))
+    lo, hi = ext.lung_range
+    assert lo <= z[0] and hi >= z[-1]
+    assert lo >= 6 and hi <= 6 + GEOM["n_slices"] - 1  # no airless abdomen, no trachea-only slices
+    assert not ext.lung[:6].any() and not ext.lung[-3:].any()
+    assert ext.has_body.all()
+
+
+def test_body_boxes_hold_the_body_but_not_the_table(phantom):
+    ext = chest_extent(phantom.ct.hu, phantom.ct.spacing)
+    labels = phantom.labels
+    table = labels == LABELS["table"]
+    body = (labels != LABELS["outside"]) & ~table
+    for k in range(0, labels.shape[0], 5):
+        y0, y1, x0, x1 = ext.body_box[k]
+        ys, xs = np.nonzero(body[k])
+        assert y0 <= ys.min() and y1 > ys.max() and x0 <= xs.min() and x1 > xs.max()
+        assert y1 - 1 <= ys.max() + ext.step and x1 - x0 <= xs.max() - xs.min() + 1 + 2 * ext.step
+        # the table spans the image width; the plain body mask joins it to the body
+        assert table[k].any(axis=0).sum() > x1 - x0
+    joined = body_mask(phantom.ct.hu[:1])[0]
+    assert joined.any(axis=0).sum() > (x1 - x0)
+
+
+def test_plan_windows_lie_on_the_grid_and_hold_body_and_margin(phantom):
+    hu = phantom.ct.hu[:, 3:-10, 5:-20]  # 243 x 231: the frame is padded to 256 x 256
+    ny, nx = hu.shape[1:]
+    pads = ((6, 7), (12, 13))
+    plan = plan_inference(hu, phantom.ct.spacing, (256, 256), pads, 4)
+    ext = chest_extent(hu, phantom.ct.spacing)
+    assert plan.slices_run == hu.shape[0]  # phantom lungs fill the scanned range
+    assert 0.4 < plan.pixel_fraction < 0.95
+    for b in plan.batches:
+        assert all(v % GRID == 0 for v in b.box)
+        y0, y1, x0, x1 = ext.box(slice(b.start, b.stop))
+        wy0, wy1, wx0, wx1 = b.box
+        assert wy0 <= max(0, y0 + 6 - MARGIN_PX) and wy1 >= min(256, y1 + 6 + MARGIN_PX)
+        assert wx0 <= max(0, x0 + 12 - MARGIN_PX) and wx1 >= min(256, x1 + 12 + MARGIN_PX)
+    iy0, iy1, ix0, ix1 = plan.image_box()
+    assert 0 <= iy0 < iy1 <= ny and 0 <= ix0 < ix1 <= nx
+
+
+def test_switches_off_plan_the_full_path(phantom):
+    plan = plan_inference(phantom.ct.hu, phantom.ct.spacing, (256, 256), ((0, 0), (0, 0)), 5,
+                          crop_body=False, skip_slices=False)
+    assert plan.slices_run == 24 and plan.pixel_fraction == 1.0 and not plan.notes
+    assert [b.box for b in plan.batches] == [(0, 256, 0, 256)] * 5
+    fixed = plan_inference(phantom.ct.hu, phantom.ct.spacing, (256, 256), ((0, 0), (0, 0)), 5,
+                           resizable=False)
+    assert fixed.pixel_fraction == 1.0 and "fixed slice size" in fixed.notes[0]
+
+
+# --------------------------------------------------------------------------- exact crop arithmetic
+
+
+@pytest.fixture(scope="module")
+def block_net(keras):
+    """Per pixel: a 3x3 filter of the image plus the max over its 32x32 grid block.
+
+    Any window off the 32-pixel grid changes the block term everywhere; the
+    3x3 term only differs on the window's outermost pixel ring.
+    """
+    L = keras.layers
+    inp = keras.Input((None, None, 1))
+    local = L.Conv2D(1, 3, padding="same", kernel_initializer=keras.initializers.Constant(1.0 / 9),
+                     bias_initializer=keras.initializers.Constant(-0.6))(inp)
+    block = L.UpSampling2D(32)(L.MaxPooling2D(32)(inp))
+    out = L.Activation("sigmoid")(L.Add()([local, block]))
+    return ModelBundle(model=keras.Model(inp, out), architecture={"type": "keras", "input_channels": 1},
+                       preprocessing={"method": "window", "hu_min": -1100.0, "hu_max": 300.0})
+
+
+def _interior(info, shape, ring=1):
+    """Voxels of the run slices inside the windows, ``ring`` pixels away from window edges."""
+    sel = np.zeros(shape, bool)
+    y0, y1, x0, x1 = info.crop_box
+    k0, k1 = info.slice_range
+    sel[k0 : k1 + 1, y0 + ring : y1 - ring, x0 + ring : x1 - ring] = True
+    return sel
+
+
+@pytest.mark.parametrize("cut", [(slice(None), slice(None)), (slice(3, -10), slice(5, -20)),
+                                 (slice(110, 220), slice(60, 190))],
+                         ids=["whole", "odd-size", "body-touches-edges"])
+def test_crop_reproduces_the_full_path_exactly_away_from_window_edges(block_net, phantom, cut):
+    ct = CTVolume(phantom.ct.hu[:, cut[0], cut[1]], spacing=phantom.ct.spacing)
+    _, full = segment(ct, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
+    _, fast, info = segment(ct, block_net, batch_size=3, return_probabilities=True, return_info=True)
+    # One window for all batches here (the body's box barely changes), so the ring is well defined.
+    assert len(info.input_shapes) == 1
+    inner = _interior(info, full.shape, ring=0 if info.pixel_fraction == 1.0 else 1)
+    np.testing.assert_allclose(fast[inner], full[inner], atol=1e-6)
+    assert (fast[~_interior(info, full.shape, ring=0)] == 0).all()  # outside the windows: background
+    if cut[0].start == 110:  # the body (and lungs) run off every edge: nothing to crop or skip
+        assert info.pixel_fraction == 1.0 and info.crop_box == (0, 110, 0, 130)
+        assert info.slices_run == ct.shape[0] and not info.notes
+
+
+def test_an_off_grid_window_would_be_caught(block_net, phantom):
+    """The exactness test above has teeth: shifting the image by 8 pixels changes the block term."""
+    hu = phantom.ct.hu[:2]
+    _, a = segment(hu, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
+    shifted = np.pad(hu, ((0, 0), (0, 0), (8, 0)), constant_values=float(hu.min()))[:, :, :256]
+    _, b = segment(shifted, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
+    assert np.abs(a[:, 40:200, 50:200] - b[:, 40:200, 58:208]).max() > 0.01
+
+
+# --------------------------------------------------------------------------- trained network on phantoms
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A Unet-ResNet18 trained for about a minute (80 batches of 64-pixel patches) on six phantoms.
+
+    Weak (Dice about 0.2-0.5 against the truth) but its probabilities are
+    mostly decided, unlike a random network's, so masks can be compared.
+    """
+    from napari_pneumoseg.model import load_model
+    from napari_pneumoseg.training import train
+
+    cases = []
+    for k, (side, size) in enumerate([("left", "moderate"), ("right", "large"), ("both", "small"),
+                                      ("left", "large"), ("right", "moderate"), ("both", "moderate")]):
+        p = make_phantom(seed=k, side=side, size=size, **GEOM)
+        cases.append((p.ct, p.truth))
+    out = tmp_path_factory.mktemp("fast") / "phantoms.pnxmodel"
+    train(cases, out, backbone="resnet18", patch_size=64, batch_size=8, learning_rate=1e-3, epochs=8,
+          steps_per_epoch=10, patience=100, bn_momentum=0.9, evaluate=False)
+    return load_model(out)
+
+
+def _ran(info, shape) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    for k0, k1, y0, y1, x0, x1 in info.windows:
+        out[k0:k1, y0:y1, x0:x1] = True
+    return out
+
+
+@pytest.mark.parametrize("seed,side,size", [(100, "left", "moderate"), (101, "right", "large")])
+def test_fast_path_gives_the_full_path_mask_on_phantoms(trained, seed, side, size):
+    p = make_phantom(seed=seed, side=side, size=size, keep_labels=True, **GEOM)
+    ct, truth = _with_abdomen(p)
+    full, p_full = segment(ct, trained, crop_body=False, skip_slices=False, return_probabilities=True)
+    fast, p_fast, info = segment(ct, trained, return_probabilities=True, return_info=True)
+    assert full.sum() > 0 and ((p_full > 0.2) & (p_full < 0.8)).mean() < 0.1, "the model learnt nothing"
+    assert info.slices_run < ct.shape[0] and info.pixel_fraction < 0.75  # both savings were used
+    ran = _ran(info, ct.shape)
+    # Where the network ran, the same mask: only coin tosses of the full path may flip.
+    assert dice(fast[ran], full[ran]) >= 0.995, info.summary()
+    flips = (fast != full) & ran
+    assert flips.sum() == 0 or np.abs(p_full[flips] - 0.5).max() < 0.15
+    # Elsewhere there is no pneumothorax, so whatever the full path finds there is false.
+    assert not truth[~ran].any() and not fast[~ran].any()
+    assert dice(fast, truth) >= dice(full, truth) - 0.002
+
+
+# --------------------------------------------------------------------------- odd studies and plumbing
+
+
+def test_a_study_without_air_runs_every_slice_and_says_so(small_bundle):
+    rng = np.random.default_rng(0)
+    solid = rng.normal(40, 10, (3, 64, 96)).astype(np.float32)  # tissue everywhere: no air at all
+    _, probs, info = segment(solid, small_bundle, return_probabilities=True, return_info=True)
+    _, ref = segment(solid, small_bundle, crop_body=False, skip_slices=False, return_probabilities=True)
+    assert info.slices_run == 3 and info.pixel_fraction == 1.0
+    assert any("no air inside the body" in note for note in info.notes)
+    np.testing.assert_allclose(probs, ref, atol=1e-6)
+
+    empty = np.full((2, 64, 64), -1000.0, np.float32)  # all air: no body either
+    mask, info = segment(empty, small_bundle, return_info=True)
+    assert mask.shape == (2, 64, 64) and info.slices_run == 2
+    assert "no body found" in info.summary()
+
+
+def test_info_is_json_ready_and_summarised(small_bundle, phantom):
+    ct = CTVolume(phantom.ct.hu[:6], spacing=phantom.ct.spacing)
+    calls = []
+    mask, info = segment(ct, small_bundle, batch_size=4, return_info=True, progress=lambda *a: calls.append(a))
+    again = InferenceInfo.from_dict(json.loads(json.dumps(info.as_dict())))
+    assert again == info
+    assert info.slices_total == 6 and info.crop_box is not None and 0 < info.pixel_fraction < 1
+    assert info.frame == (256, 256) and all(s[0] % 32 == 0 and s[1] % 32 == 0 for s in info.input_shapes)
+    assert info.seconds >= info.seconds_network > 0 and info.slices_per_second > 0
+    text = info.summary()
+    assert text.startswith(f"ran {info.slices_run}/6 slices") and "% of the pixels" in text
+    assert [c[:2] for c in calls] == [(0, info.slices_run), (4, info.slices_run), (info.slices_run,) * 2]
+    assert "% of the pixels" in calls[0][2]
+
+
+def test_prefetch_hands_over_errors_and_stops_its_thread():
+    def prepare(i):
+        if i == 2:
+            raise ValueError("bad batch")
+        return i
+
+    with _Prefetch(prepare, range(5)) as it:
+        assert [next(it), next(it)] == [0, 1]
+        with pytest.raises(ValueError, match="bad batch"):
+            next(it)
+    with _Prefetch(lambda i: i, range(100)) as it:
+        next(it)  # leave early, the producer is blocked on a full queue
+    assert not any(t.name == "pneumoseg-prefetch" for t in threading.enumerate())
+
+
+def test_cancel_stops_the_prefetch_thread(small_bundle, phantom):
+    ct = CTVolume(phantom.ct.hu[:8], spacing=phantom.ct.spacing)
+    stop = threading.Event()
+
+    def progress(done, total, text):
+        if done >= 1:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        segment(ct, small_bundle, batch_size=2, progress=progress, cancel=stop)
+    assert not any(t.name == "pneumoseg-prefetch" for t in threading.enumerate())
