@@ -61,6 +61,8 @@ def internal_air_mask(hu: np.ndarray, threshold: float = BODY_HU) -> np.ndarray:
 #: only widens the slice range.
 LUNG_KEEP_FRACTION = 0.02
 LUNG_MIN_ML = 5.0
+#: Air pockets inside the body of at least this volume count for the air box.
+AIR_BOX_MIN_ML = 1.0
 #: chest_extent() opens the dense mask with a disk of this radius (mm) to cut the
 #: body free of the table: the table's thin shell would otherwise join it (and
 #: its foam core would count as air inside the body).
@@ -77,12 +79,16 @@ class ChestExtent:
 
     ``body_box`` is ``(n, 4)`` int: ``y0, y1, x0, x1`` (half-open, full-resolution
     pixels) of the body in each slice, ``-1`` where a slice has no body.
+    ``air_box`` is the same for the air inside the body (lungs, airways, any
+    pneumothorax, in pockets of at least :data:`AIR_BOX_MIN_ML`), ``-1`` where there is none.
     ``lung`` is ``(n,)`` bool: the slice holds air inside the body that belongs
     to a lung-sized air region and is not only a midline airway.
     """
 
-    def __init__(self, body_box: np.ndarray, lung: np.ndarray, step: int):
+    def __init__(self, body_box: np.ndarray, lung: np.ndarray, step: int,
+                 air_box: Optional[np.ndarray] = None):
         self.body_box = body_box
+        self.air_box = np.full_like(body_box, -1) if air_box is None else air_box
         self.lung = lung
         self.step = step
 
@@ -98,16 +104,44 @@ class ChestExtent:
 
     def box(self, slices=slice(None)) -> Optional[tuple[int, int, int, int]]:
         """Union of the body boxes of ``slices`` (an index, slice or mask), or None without body."""
-        b = self.body_box[slices]
-        b = b[b[:, 0] >= 0]
-        if not len(b):
-            return None
-        return int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max())
+        return _union(self.body_box[slices])
+
+    def air(self, slices=slice(None)) -> Optional[tuple[int, int, int, int]]:
+        """Union of the air boxes of ``slices``, or None without air inside the body there."""
+        return _union(self.air_box[slices])
+
+
+def _union(b: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    b = b[b[:, 0] >= 0]
+    if not len(b):
+        return None
+    return int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max())
+
+
+def _boxes(mask: np.ndarray, s: int, ny: int, nx: int) -> np.ndarray:
+    """Per slice of a coarse (step ``s``) mask: the full-resolution box that holds it, -1 if empty.
+
+    Widened by ``s - 1`` pixels so it holds every full-resolution pixel between the samples.
+    """
+    rows, cols = mask.any(axis=2), mask.any(axis=1)
+    boxes = np.full((mask.shape[0], 4), -1, dtype=np.int64)
+    has = rows.any(axis=1)
+    if has.any():
+        cy, cx = rows.shape[1], cols.shape[1]
+        first_r = rows[has].argmax(axis=1)
+        last_r = cy - 1 - rows[has][:, ::-1].argmax(axis=1)
+        first_c = cols[has].argmax(axis=1)
+        last_c = cx - 1 - cols[has][:, ::-1].argmax(axis=1)
+        boxes[has, 0] = np.maximum(0, (first_r - 1) * s + 1)
+        boxes[has, 1] = np.minimum(ny, (last_r + 1) * s)
+        boxes[has, 2] = np.maximum(0, (first_c - 1) * s + 1)
+        boxes[has, 3] = np.minimum(nx, (last_c + 1) * s)
+    return boxes
 
 
 def chest_extent(hu: np.ndarray, spacing=(1.0, 1.0, 1.0), *, threshold: float = BODY_HU,
                  step: Optional[int] = None) -> ChestExtent:
-    """Body bounding box per slice and which slices hold lung air, from HU alone.
+    """Body and internal-air bounding boxes per slice and which slices hold lung air, from HU alone.
 
     Works on a grid subsampled in-plane by ``step`` (default
     ``round(min(ny, nx) / 256)``: 2 for 512 x 512); the boxes are widened by
@@ -128,21 +162,10 @@ def chest_extent(hu: np.ndarray, spacing=(1.0, 1.0, 1.0), *, threshold: float = 
     radius = max(1, int(round(TABLE_OPENING_MM / (min(sy, sx) * s))))
     body = body_mask(coarse, threshold, opening=radius, close_edges=True)
 
-    rows, cols = body.any(axis=2), body.any(axis=1)
-    boxes = np.full((n, 4), -1, dtype=np.int64)
-    has = rows.any(axis=1)
-    if has.any():
-        cy, cx = rows.shape[1], cols.shape[1]
-        first_r = rows[has].argmax(axis=1)
-        last_r = cy - 1 - rows[has][:, ::-1].argmax(axis=1)
-        first_c = cols[has].argmax(axis=1)
-        last_c = cx - 1 - cols[has][:, ::-1].argmax(axis=1)
-        boxes[has, 0] = np.maximum(0, (first_r - 1) * s + 1)
-        boxes[has, 1] = np.minimum(ny, (last_r + 1) * s)
-        boxes[has, 2] = np.maximum(0, (first_c - 1) * s + 1)
-        boxes[has, 3] = np.minimum(nx, (last_c + 1) * s)
+    boxes = _boxes(body, s, ny, nx)
 
     lung = np.zeros(n, dtype=bool)
+    air_boxes = np.full((n, 4), -1, dtype=np.int64)
     air = body & (coarse < threshold)
     if air.any():
         labels, m = ndimage.label(air)
@@ -151,6 +174,11 @@ def chest_extent(hu: np.ndarray, spacing=(1.0, 1.0, 1.0), *, threshold: float = 
         keep = np.zeros(m + 1, dtype=bool)
         keep[1:] = volume >= max(LUNG_MIN_ML, LUNG_KEEP_FRACTION * volume.max())
         kept = keep[labels]
+        # The box also holds smaller air pockets: a pneumothorax cut off from its lung by
+        # denser pleura is its own component, possibly under the lung-sized bar.
+        boxed = np.zeros(m + 1, dtype=bool)
+        boxed[1:] = volume >= AIR_BOX_MIN_ML
+        air_boxes = _boxes(boxed[labels], s, ny, nx)
         del labels
         # Per slice, the in-plane pieces of the kept air: an airway is small and on the midline.
         pixel_mm2 = sy * s * sx * s
@@ -165,4 +193,4 @@ def chest_extent(hu: np.ndarray, spacing=(1.0, 1.0, 1.0), *, threshold: float = 
             centre = (per_column * columns).sum() / max(per_column.sum(), 1)
             airway = (area * pixel_mm2 <= AIRWAY_MAX_MM2) & (np.abs(x_mean - centre) * sx * s <= AIRWAY_MIDLINE_MM)
             lung[k] = not airway.all()
-    return ChestExtent(boxes, lung, s)
+    return ChestExtent(boxes, lung, s, air_boxes)

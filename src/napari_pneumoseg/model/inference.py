@@ -6,6 +6,21 @@ Timing on this 2-core CPU (ResNet-50 Unet, ms per slice): eager
 ``tf.function`` with a fixed input signature was no faster than
 ``predict_on_batch``, so that is what :func:`segment` uses. At 512x512 one
 slice costs about 0.45 s whatever the batch size (1-4).
+
+Fast path (issue 8; :mod:`.roi`): only the lungs' slices, on one window
+around the air inside the chest, while a background thread prepares the next batch. The
+network's time is proportional to the pixels it sees: measured per pixel,
+batch sizes 1, 2, 4 and 8 and window sizes 320x384 to 512x512 all ran within
+the run-to-run noise of each other, and on a quiet machine
+``predict_on_batch`` reached about 0.5 megapixels/s (about 160 GFLOP/s at
+84.2 GFLOP per 512x512 slice, 85-90% of a float32 numpy matmul measured
+alongside). Nothing else won clearly in A/B runs here (the host's speed
+varies up to twofold between minutes, so only interleaved runs compare):
+XLA (``jit_compile``), ``TF_ENABLE_ONEDNN_OPTS=1`` and ONNX Runtime 1.32
+(tf2onnx 1.17 exports this Keras 3 network via ``from_function``, opset 17,
+in 48 s at 12.7 GB peak RSS; outputs within 3e-4) were all level with
+default TensorFlow, so TensorFlow's defaults stay (no thread settings, no
+environment variables).
 """
 
 from __future__ import annotations
@@ -58,9 +73,10 @@ def segment(
 
     Fast path (see :mod:`napari_pneumoseg.model.roi`): with ``skip_slices``
     only the slices from the lungs' base to their apex (plus a margin) run and
-    the others are background; with ``crop_body`` each batch runs on a
-    window around the body (plus a margin, on the network's 32-pixel grid)
-    and the rest of the slice is background (probability 0). Both
+    the others are background; with ``crop_body`` the slices run on one
+    window around the air inside the body (lungs, airways, pleural air) plus a
+    margin of chest wall, on the network's 32-pixel grid, and the rest of the
+    slice is background (probability 0). Both
     reproduce the full path's mask (``crop_body=False, skip_slices=False``)
     up to rare border pixels; a CT without air inside the body runs every
     slice. With ``return_info`` an :class:`InferenceInfo` (slices and pixels
