@@ -107,8 +107,7 @@ def main() -> int:
     shot(viewer, out / "measure.png")
 
     # 4. A short real training on the phantom pair (small encoder so it takes a minute).
-    for name in list(viewer.window.dock_widgets):
-        viewer.window.remove_dock_widget(viewer.window.dock_widgets[name])
+    viewer.window.remove_dock_widget("all")
     tw = TrainWidget(viewer)
     viewer.window.add_dock_widget(tw, name="Train", area="right")
     truth_layer.visible = True

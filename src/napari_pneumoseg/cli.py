@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--threshold", type=float, default=None)
     seg.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     seg.add_argument("--no-crop", action="store_true",
-                     help="run whole slices instead of the body's bounding box")
+                     help="run whole slices instead of a window around the chest")
     seg.add_argument("--all-slices", action="store_true",
                      help="run every slice, not only lung base to apex")
     seg.add_argument("--force", action="store_true", help="replace an existing output file")

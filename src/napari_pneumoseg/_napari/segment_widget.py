@@ -45,7 +45,7 @@ class SegmentWidget(Container):
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64)
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
         self.device = ComboBox(label="Device", choices=["auto", "cpu", "gpu"], value="auto")
-        self.crop_body = CheckBox(text="Crop to the body (faster, same mask)", value=True)
+        self.crop_body = CheckBox(text="Crop to the chest (faster, same mask)", value=True)
         self.skip_slices = CheckBox(text="Only slices from lung base to apex", value=True)
         self.probabilities = CheckBox(text="Also add the probability map", value=False)
         self.run_button = PushButton(text="Segment")
