@@ -14,7 +14,8 @@ that same computation:
   it), widened by :data:`MARGIN_PX` pixels of context (the chest wall) and
   rounded out to the frame's 32-pixel grid. Not the body's box: arms and
   shoulders widen that to the whole field of view in many chest CTs (on the
-  bundled one the body's box ran 74% of the pixels, the air's 51%). One window
+  bundled one the fast path ran 74% of the full path's pixels with the body's
+  box and 59% with the air's, margins included). One window
   per study, not one per batch: each new input size costs Keras a retrace
   (about 1.5 s) and then runs a shape-generic graph about 13% slower per
   pixel, which on the bundled chest CT cost more than the smaller per-batch
