@@ -24,7 +24,8 @@ masks mean little, so then compare the probabilities. With a trained model a
 third study is a phantom at the model's own pixel size (``--pixel-mm``, 2.8),
 where the model works: the 512 x 512 studies (0.7-0.84 mm pixels) are out of
 its depth and it labels much of the air outside the body, which the crop
-then drops. Finally, in a fresh process, the
+then drops. ``benchmarks/make_bench_model.py`` trains one at 0.7 mm (the
+512 x 512 phantom's pixels; then pass ``--pixel-mm 0.7``). Finally, in a fresh process, the
 peak RSS of segmenting a ``--rss-slices`` x 512 x 512 phantom read from a
 memory-mapped .npy file (as the engine does).
 
