@@ -85,10 +85,9 @@ class ChestExtent:
     to a lung-sized air region and is not only a midline airway.
     """
 
-    def __init__(self, body_box: np.ndarray, lung: np.ndarray, step: int,
-                 air_box: Optional[np.ndarray] = None):
+    def __init__(self, body_box: np.ndarray, lung: np.ndarray, step: int, air_box: np.ndarray):
         self.body_box = body_box
-        self.air_box = np.full_like(body_box, -1) if air_box is None else air_box
+        self.air_box = air_box
         self.lung = lung
         self.step = step
 

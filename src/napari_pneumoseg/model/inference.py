@@ -123,6 +123,7 @@ def segment(
         block = _window_block(hu, batch, pads, fill)
         return preprocess(block, model.preprocessing, stats, channels=model.input_channels)
 
+    (py0, _), (px0, _) = pads
     network_s = 0.0
     done = 0
     loop_start = time.perf_counter()
@@ -134,7 +135,6 @@ def segment(
             y = np.asarray(net.predict_on_batch(x))
             network_s += time.perf_counter() - t
             iy0, iy1, ix0, ix1 = plan.image_box(batch.box)
-            (py0, _), (px0, _) = pads
             oy, ox = iy0 + py0 - batch.box[0], ix0 + px0 - batch.box[2]
             p = y[:, oy : oy + iy1 - iy0, ox : ox + ix1 - ix0, 0].astype(np.float32, copy=False)
             mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p > thr
