@@ -7,9 +7,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def small_bundle():
-    """An untrained resnet18 Unet bundle (fast; same code path as the paper's resnet50)."""
+    """An untrained resnet18 Unet bundle (fast; same code path as the paper's resnet50), seeded."""
     from napari_pneumoseg.model import ModelBundle
+    from napari_pneumoseg.model._backend import keras_modules
 
+    keras_modules().keras.utils.set_random_seed(0)
     return ModelBundle.build("resnet18", provenance={"purpose": "tests"})
 
 

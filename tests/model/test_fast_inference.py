@@ -6,10 +6,11 @@ Three kinds of checks:
   free of the table, windows on the 32-pixel grid;
 - exactness of the crop arithmetic with a network whose receptive field is
   small but which pools over 32-pixel blocks: the fast path must reproduce
-  the full path exactly away from the window edge, which fails if a window
-  is off the 32-pixel grid or pasted back in the wrong place;
+  the full path exactly inside each window's band of context, which fails if
+  a window is off the 32-pixel grid or pasted back in the wrong place;
 - the real thing on phantoms: a Unet-ResNet18 trained briefly on phantoms
-  gives the same mask both ways.
+  gives the same mask both ways where a pneumothorax can be (its false
+  positives in the chest wall are allowed to differ).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import threading
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_pneumoseg import CTVolume
 from napari_pneumoseg.ct.air import body_mask, chest_extent
 from napari_pneumoseg.model import segment
 from napari_pneumoseg.model.bundle import ModelBundle
 from napari_pneumoseg.model.inference import InferenceInfo, _Prefetch
-from napari_pneumoseg.model.roi import GRID, MARGIN_PX, plan_inference
+from napari_pneumoseg.model.roi import CONTEXT_PX, GRID, MARGIN_PX, MIN_WINDOW_PX, plan_inference
 from napari_pneumoseg.phantom import LABELS, make_phantom
 from napari_pneumoseg.progress import Cancelled
 
@@ -105,21 +107,47 @@ def test_plan_windows_lie_on_the_grid_and_hold_the_air_and_margin(phantom):
     pads = ((6, 7), (12, 13))
     plan = plan_inference(hu, phantom.ct.spacing, (256, 256), pads, 4)
     ext = chest_extent(hu, phantom.ct.spacing)
+    truth = phantom.truth[:, 3:-10, 5:-20]
     assert plan.slices_run == hu.shape[0]  # phantom lungs fill the scanned range
     assert 0.3 < plan.pixel_fraction < 0.95
-    y0, y1, x0, x1 = ext.air()
+    assert [b.start for b in plan.batches[1:]] == [b.stop for b in plan.batches[:-1]]
     for b in plan.batches:
+        assert 1 <= b.stop - b.start <= 4
         assert all(v % GRID == 0 for v in b.box)
         wy0, wy1, wx0, wx1 = b.box
-        assert wy0 <= max(0, y0 + 6 - MARGIN_PX) and wy1 >= min(256, y1 + 6 + MARGIN_PX)
-        assert wx0 <= max(0, x0 + 12 - MARGIN_PX) and wx1 >= min(256, x1 + 12 + MARGIN_PX)
-    iy0, iy1, ix0, ix1 = plan.image_box()
-    assert 0 <= iy0 < iy1 <= ny and 0 <= ix0 < ix1 <= nx
-    # every pneumothorax voxel lies in the air box, with the margin to spare
-    truth = phantom.truth[:, 3:-10, 5:-20]
-    ys, xs = np.nonzero(truth.any(axis=0))
-    assert y0 <= ys.min() and ys.max() < y1 and x0 <= xs.min() and xs.max() < x1
-    assert iy0 <= ys.min() - MARGIN_PX + 6 and ix0 <= xs.min() - MARGIN_PX + 12
+        assert wy1 - wy0 >= MIN_WINDOW_PX and wx1 - wx0 >= MIN_WINDOW_PX
+        ky0, ky1, kx0, kx1 = b.keep  # the output is used inside a band of context
+        assert (ky0, kx0) == (wy0 + CONTEXT_PX * (wy0 > 0), wx0 + CONTEXT_PX * (wx0 > 0))
+        assert (ky1, kx1) == (wy1 - CONTEXT_PX * (wy1 < 256), wx1 - CONTEXT_PX * (wx1 < 256))
+        for k in range(b.start, b.stop):  # each slice's own air, with the margin to spare
+            y0, y1, x0, x1 = ext.air(slice(k, k + 1))
+            assert wy0 <= max(0, y0 + 6 - MARGIN_PX) and wy1 >= min(256, y1 + 6 + MARGIN_PX)
+            assert wx0 <= max(0, x0 + 12 - MARGIN_PX) and wx1 >= min(256, x1 + 12 + MARGIN_PX)
+            # every pneumothorax voxel lies in the slice's air box
+            ys, xs = np.nonzero(truth[k])
+            if ys.size:
+                assert y0 <= ys.min() and ys.max() < y1 and x0 <= xs.min() and xs.max() < x1
+        iy0, iy1, ix0, ix1 = plan.image_box(b.keep)
+        assert 0 <= iy0 < iy1 <= ny and 0 <= ix0 < ix1 <= nx
+
+
+def test_windows_follow_the_lungs_of_a_real_chest_ct(real_data):
+    from napari_pneumoseg.ct import read_ct
+
+    ct = read_ct(real_data / "chest_ct_tcia_A0001_5mm")
+    plan = plan_inference(ct.hu, ct.spacing, (512, 512), ((0, 0), (0, 0)), 4)
+    areas = [b.shape[0] * b.shape[1] for b in plan.batches]
+    assert min(areas) == MIN_WINDOW_PX**2 and max(areas) >= 384 * 448  # apex and base against mid-chest
+    assert plan.pixel_fraction < 0.5
+
+
+def test_slices_share_a_batch_only_with_the_same_window():
+    from napari_pneumoseg.model.roi import _runs
+
+    a, b = (0, 64, 0, 64), (0, 96, 32, 64)
+    runs = _runs([a, a, a, b, b, a], 10, 2, (0, 96, 0, 96), 8)
+    assert [(r.start, r.stop, r.box) for r in runs] == [(10, 12, a), (12, 13, a), (13, 15, b), (15, 16, a)]
+    assert runs[0].keep == (0, 56, 0, 56) and runs[2].keep == (0, 96, 40, 56)
 
 
 def test_a_small_air_pocket_off_the_lungs_stays_in_the_air_box(phantom):
@@ -184,13 +212,12 @@ def block_net(keras):
                        preprocessing={"method": "window", "hu_min": -1100.0, "hu_max": 300.0})
 
 
-def _interior(info, shape, ring=1):
-    """Voxels of the run slices inside the windows, ``ring`` pixels away from window edges."""
-    sel = np.zeros(shape, bool)
-    y0, y1, x0, x1 = info.crop_box
-    k0, k1 = info.slice_range
-    sel[k0 : k1 + 1, y0 + ring : y1 - ring, x0 + ring : x1 - ring] = True
-    return sel
+def _ran(info, shape) -> np.ndarray:
+    """Voxels where the network's output was used (each batch's slices and window, less its context band)."""
+    out = np.zeros(shape, bool)
+    for k0, k1, y0, y1, x0, x1 in info.windows:
+        out[k0:k1, y0:y1, x0:x1] = True
+    return out
 
 
 @pytest.mark.parametrize("cut", [(slice(None), slice(None)), (slice(3, -10), slice(5, -20)),
@@ -200,11 +227,9 @@ def test_crop_reproduces_the_full_path_exactly_away_from_window_edges(block_net,
     ct = CTVolume(phantom.ct.hu[:, cut[0], cut[1]], spacing=phantom.ct.spacing)
     _, full = segment(ct, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
     _, fast, info = segment(ct, block_net, batch_size=3, return_probabilities=True, return_info=True)
-    # One window for all batches here (the body's box barely changes), so the ring is well defined.
-    assert len(info.input_shapes) == 1
-    inner = _interior(info, full.shape, ring=0 if info.pixel_fraction == 1.0 else 1)
-    np.testing.assert_allclose(fast[inner], full[inner], atol=1e-6)
-    assert (fast[~_interior(info, full.shape, ring=0)] == 0).all()  # outside the windows: background
+    used = _ran(info, full.shape)  # inside the band of context: exact
+    np.testing.assert_allclose(fast[used], full[used], atol=1e-6)
+    assert (fast[~used] == 0).all()  # elsewhere: background
     if cut[0].start == 110:  # the body (and lungs) run off every edge: nothing to crop or skip
         assert info.pixel_fraction == 1.0 and info.crop_box == (0, 110, 0, 130)
         assert info.slices_run == ct.shape[0] and not info.notes
@@ -245,16 +270,15 @@ def trained(tmp_path_factory, keras):
     return load_model(out)
 
 
-def _ran(info, shape) -> np.ndarray:
-    out = np.zeros(shape, bool)
-    for k0, k1, y0, y1, x0, x1 in info.windows:
-        out[k0:k1, y0:y1, x0:x1] = True
-    return out
-
-
 #: A voxel whose full-path probability is this close to the 0.5 threshold is a coin
 #: toss: any perturbation (here, the context cut off beyond the window) may flip it.
 UNDECIDED = 0.15
+
+
+def _near_air(ct, pixels: int = 4) -> np.ndarray:
+    """Where a pneumothorax can be: air inside the body and ``pixels`` of rim (partial volume)."""
+    air = body_mask(ct.hu) & (ct.hu < -400)
+    return ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool), iterations=pixels)
 
 
 @pytest.mark.parametrize("seed,side,size", [(100, "left", "moderate"), (101, "right", "large")])
@@ -266,15 +290,21 @@ def test_fast_path_gives_the_full_path_mask_on_phantoms(trained, seed, side, siz
     decided = np.abs(p_full - 0.5) >= UNDECIDED
     assert (full & decided).sum() > 1000, "the model learnt nothing: too few decided positives"
     assert info.slices_run < ct.shape[0] and info.pixel_fraction < 0.75  # both savings were used
-    ran = _ran(info, ct.shape)
-    # Where the network ran: no decided voxel flips, and the probabilities stay close.
-    flips = (fast != full) & ran
+    assert len(info.input_shapes) > 1  # windows follow the lungs
+    ran, near = _ran(info, ct.shape), _near_air(ct)
+    assert truth.astype(bool)[~near].sum() == 0
+    first, last = info.slice_range
+    near[:first], near[last + 1 :] = False, False  # the trachea above the lungs is not their business
+    # Where a pneumothorax can be, no decided voxel flips and the probabilities stay close.
+    flips = (fast != full) & near
     assert not (flips & decided).any(), (
         f"{int((flips & decided).sum())} decided voxels flipped; |p - 0.5| up to "
         f"{np.abs(p_full[flips] - 0.5).max():.3f}; {info.summary()}")
-    assert np.abs(p_fast - p_full)[ran].max() < 0.3
-    # Elsewhere there is no pneumothorax, so whatever the full path finds there is false.
+    assert np.abs(p_fast - p_full)[ran & near].max() < 0.3
+    # Outside the windows there is no pneumothorax, and nothing is labelled.
     assert not truth[~ran].any() and not fast[~ran].any()
+    # This weak network also labels chest wall and outside air, which the crop changes:
+    # the fast path's answer is no worse for it.
     assert dice(fast, truth) >= dice(full, truth) - 0.002
 
 
@@ -307,7 +337,8 @@ def test_info_is_json_ready_and_summarised(small_bundle, phantom):
     assert info.seconds >= info.seconds_network > 0 and info.slices_per_second > 0
     text = info.summary()
     assert text.startswith(f"ran {info.slices_run}/6 slices") and "% of the pixels" in text
-    assert [c[:2] for c in calls] == [(0, info.slices_run), (4, info.slices_run), (info.slices_run,) * 2]
+    steps = np.cumsum([0] + [k1 - k0 for k0, k1, *_ in info.windows]).tolist()
+    assert [c[:2] for c in calls] == [(k, info.slices_run) for k in steps] and steps[-1] == info.slices_run
     assert "% of the pixels" in calls[0][2]
 
 

@@ -2,17 +2,16 @@
 
 Timing on this 2-core CPU (ResNet-50 Unet, ms per slice): eager
 ``model(x, training=False)`` 72-244 at 64x64 and 228-449 at 256x256, against
-13-37 and 115-238 for ``predict_on_batch``, which runs a compiled graph. A
-``tf.function`` with a fixed input signature was no faster than
-``predict_on_batch``, so that is what :func:`segment` uses. At 512x512 one
-slice costs about 0.45 s whatever the batch size (1-4).
+13-37 and 115-238 for ``predict_on_batch``, which runs a compiled graph.
+:func:`segment` runs one compiled graph for any input size (:func:`_predictor`).
+At 512x512 one slice costs about 0.45 s whatever the batch size (1-4).
 
-Fast path (issue 8; :mod:`.roi`): only the lungs' slices, on one window
-around the air inside the chest, while a background thread prepares the next batch. The
+Fast path (issue 8; :mod:`.roi`): only the lungs' slices, each on a window
+around its air inside the chest, while a background thread prepares the next batch. The
 network's time is proportional to the pixels it sees: measured per pixel,
 batch sizes 1, 2, 4 and 8 and window sizes 320x384 to 512x512 all ran within
 the run-to-run noise of each other, and on a quiet machine
-``predict_on_batch`` reached about 0.5 megapixels/s (about 160 GFLOP/s at
+the network reached about 0.5 megapixels/s (about 160 GFLOP/s at
 84.2 GFLOP per 512x512 slice, 85-90% of a float32 numpy matmul measured
 alongside). Nothing else won clearly in A/B runs here (the host's speed
 varies up to twofold between minutes, so only interleaved runs compare):
@@ -30,6 +29,7 @@ import queue
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -73,12 +73,14 @@ def segment(
 
     Fast path (see :mod:`napari_pneumoseg.model.roi`): with ``skip_slices``
     only the slices from the lungs' base to their apex (plus a margin) run and
-    the others are background; with ``crop_body`` the slices run on one
-    window around the air inside the body (lungs, airways, pleural air) plus a
+    the others are background; with ``crop_body`` each slice runs on a
+    window around its air inside the body (lungs, airways, pleural air) plus a
     margin of chest wall, on the network's 32-pixel grid, and the rest of the
-    slice is background (probability 0). Both
-    reproduce the full path's mask (``crop_body=False, skip_slices=False``)
-    up to rare border pixels; a CT without air inside the body runs every
+    slice is background (probability 0). Both reproduce the full path's mask
+    (``crop_body=False, skip_slices=False``) where a pneumothorax can be (air
+    inside the body and its rim) up to coin tosses (voxels with probabilities
+    near the threshold); a weak network's false positives in the chest wall
+    and outside the body may differ. A CT without air inside the body runs every
     slice. With ``return_info`` an :class:`InferenceInfo` (slices and pixels
     run, crop, timings) is appended to the result: ``(mask, info)`` or
     ``(mask, probabilities, info)``.
@@ -105,6 +107,7 @@ def segment(
         raise ValueError(f"threshold must be in [0, 1), got {thr}")
 
     net = model.model
+    run = _predictor(net)
     n, ny, nx = hu.shape
     pads, resizable = _frame(net, ny, nx)
     frame = (ny + pads[0][0] + pads[0][1], nx + pads[1][0] + pads[1][1])
@@ -132,9 +135,9 @@ def segment(
             check_cancel(cancel)
             x = next(batches)
             t = time.perf_counter()
-            y = np.asarray(net.predict_on_batch(x))
+            y = np.asarray(run(x))
             network_s += time.perf_counter() - t
-            iy0, iy1, ix0, ix1 = plan.image_box(batch.box)
+            iy0, iy1, ix0, ix1 = plan.image_box(batch.keep)
             oy, ox = iy0 + py0 - batch.box[0], ix0 + px0 - batch.box[2]
             p = y[:, oy : oy + iy1 - iy0, ox : ox + ix1 - ix0, 0].astype(np.float32, copy=False)
             mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p > thr
@@ -157,13 +160,15 @@ class InferenceInfo:
     """What :func:`segment` ran: slices, pixels, the crop and how long it took.
 
     ``crop_box`` is ``(y0, y1, x0, x1)`` in image pixels (half-open): the union
-    of the windows run; ``input_shapes`` the distinct network input sizes
+    of the parts of the windows whose output was used (the rest is
+    background); ``input_shapes`` the distinct network input sizes
     ``(h, w)``, ``frame`` the full path's. ``pixel_fraction`` is network input
     pixels run / the full path's (every slice, whole frame), so it is about
     the share of the full path's network time. ``seconds_network`` is spent
     inside the network, ``slices_per_second`` counts slices run per second
-    of the batch loop. ``windows`` lists what ran: ``[start, stop, y0, y1, x0,
-    x1]`` per batch (slices ``start:stop``, image pixels). Plain data: :meth:`as_dict` is JSON-ready and
+    of the batch loop. ``windows`` lists where the network's output was used:
+    ``[start, stop, y0, y1, x0, x1]`` per batch (slices ``start:stop``, image
+    pixels; the network saw a band of context around that). Plain data: :meth:`as_dict` is JSON-ready and
     :meth:`from_dict` reads it back (the engine passes it between processes).
     """
 
@@ -196,7 +201,7 @@ class InferenceInfo:
             seconds_network=seconds_network,
             slices_per_second=plan.slices_run / seconds_loop if seconds_loop > 0 else 0.0,
             notes=list(plan.notes),
-            windows=[[b.start, b.stop, *plan.image_box(b.box)] for b in plan.batches],
+            windows=[[b.start, b.stop, *plan.image_box(b.keep)] for b in plan.batches],
         )
 
     def as_dict(self) -> dict:
@@ -238,6 +243,31 @@ def _frame(net, ny: int, nx: int):
     except Exception:  # pragma: no cover - models without a single input
         return pads, False
     return pads, len(shape) == 4 and shape[1] is None and shape[2] is None
+
+
+#: One compiled graph per network, for every input size (see :func:`_predictor`).
+_PREDICTORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _predictor(net):
+    """``net`` in inference mode as one graph traced for any batch and slice size.
+
+    The fast path's windows change size from batch to batch. ``predict_on_batch``
+    traces a graph for the first size, then retraces once more (about 1.4 s for
+    the ResNet-50 Unet here) for a size-generic graph that it keeps; tracing the
+    size-generic graph at once saves that retrace. It is no slower (ResNet-50
+    Unet, batches of 4, best of four interleaved runs here: 169 against 154
+    GFLOP/s for ``predict_on_batch``'s one-size graph at 512 x 512; 180 against
+    178 for Keras' size-generic graph against a one-size ``tf.function`` at
+    384 x 448) and gives the same output (largest difference 0).
+    """
+    fn = _PREDICTORS.get(net)
+    if fn is None:
+        tf = keras_modules().tf
+        shape = (None,) + tuple(net.input_shape[1:])
+        fn = tf.function(lambda x: net(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
+        _PREDICTORS[net] = fn
+    return fn
 
 
 def _window_block(hu: np.ndarray, batch: Batch, pads, fill: float) -> np.ndarray:

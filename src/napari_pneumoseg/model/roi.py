@@ -9,25 +9,33 @@ that same computation:
   plus a margin of :data:`MARGIN_SLICES` slices and at least
   :data:`MARGIN_MM` mm; a pneumothorax is air inside the pleural cavity and
   cannot lie outside that range. The other slices are labelled background.
-- **crop**: the slices run on one window of the frame around the air inside
-  the body in them (lungs, airways, pleural air: a pneumothorax is part of
-  it), widened by :data:`MARGIN_PX` pixels of context (the chest wall) and
-  rounded out to the frame's 32-pixel grid. Not the body's box: arms and
-  shoulders widen that to the whole field of view in many chest CTs (on the
-  bundled one the fast path ran 74% of the full path's pixels with the body's
-  box and 59% with the air's, margins included). One window
-  per study, not one per batch: each new input size costs Keras a retrace
-  (about 1.5 s) and then runs a shape-generic graph about 13% slower per
-  pixel, which on the bundled chest CT cost more than the smaller per-batch
-  windows saved. The window is cut from the frame itself, so the network sees
-  exactly the full path's pixels inside it, and because its corner lies on the
-  32-pixel grid, every stride and pooling step samples the same positions as
-  in the full path. Outputs change only through the missing context beyond
-  the window edge (the network pads there with zeros), which fades with
-  distance from the edge; the margin keeps it away from the pleural space
-  (measured in ``benchmarks/bench_fast_inference.py`` and
-  ``tests/model/test_fast_inference.py``). Pixels outside the window are
-  labelled background: no pneumothorax lies outside the chest wall.
+- **crop**: each slice runs on a window of the frame around its own air
+  inside the body (lungs, airways, pleural air: a pneumothorax is part of
+  it), widened by :data:`MARGIN_PX` pixels of context (the chest wall),
+  rounded out to the frame's 32-pixel grid and grown to at least
+  :data:`MIN_WINDOW_PX` a side. Not the body's box: arms and shoulders widen
+  that to the whole field of view in many chest CTs. Consecutive slices with
+  the same window share a batch (at most ``batch_size``). The window is cut
+  from the frame itself, so the network sees exactly the full path's pixels
+  inside it, and because its corner lies on the 32-pixel grid, every stride
+  and pooling step samples the same positions as in the full path. Outputs
+  change only through the missing context beyond the window edge (the
+  network pads there with zeros, which it reads as air), so the outermost
+  :data:`CONTEXT_PX` pixels of a window are context only: their output is
+  not used. The window's output is used inside that band and the rest of
+  the slice is background: no pneumothorax lies outside the chest wall.
+
+  Measured on the bundled chest CT (``benchmarks/bench_fast_inference.py``):
+  one window for the whole study ran 59% of the full path's pixels (74% with
+  the body's box), per-slice windows 47%. The network takes any window size
+  without retracing (see :func:`~napari_pneumoseg.model.inference.segment`).
+  Per-slice windows give the smallest slices little context, and a network
+  then changes its answer even far from the window edge: on phantoms, the
+  demo's Unet-ResNet50 labelled new air in the lung apex (tens of voxels
+  with |p - 0.5| near 0.5) with windows down to 128 pixels; with
+  :data:`MIN_WINDOW_PX` and :data:`CONTEXT_PX` no voxel flipped that was not
+  a coin toss (``tests/model/test_fast_inference.py`` checks this with a
+  briefly trained Unet-ResNet18).
 
 When the CT has no air inside the body (not an HU chest CT: wrong units, an
 empty study, a solid object), the premise of the slice selection fails, so
@@ -53,6 +61,16 @@ GRID = 32
 #: flipped near the window edge; with 48 (ResNet18) and 64 (both) only coin tosses
 #: did (|p - 0.5| <= 0.008).
 MARGIN_PX = 48
+#: Smallest window side (pixels). Measured on two phantoms with the demo's Unet-ResNet50
+#: (margins 48 and 16 px of context): no minimum, 32 and 2 voxels with |p - 0.5| >= 0.15
+#: flipped; 192, 2 and 2; 224, none. The bundled chest CT then runs 47.3% of the pixels
+#: instead of 46.6%.
+MIN_WINDOW_PX = 224
+#: Outer band of a window (pixels) whose output is not used (background), unless the
+#: window reaches the frame's edge, where the full path's context ends too. The network
+#: answered there to the window edge as to air: the demo's Unet-ResNet50 labelled up to
+#: 189 voxels per slice within 3 pixels of it.
+CONTEXT_PX = 16
 #: Slices kept beyond the lungs' first and last slice: this many, and at least MARGIN_MM.
 MARGIN_SLICES = 2
 MARGIN_MM = 10.0
@@ -62,11 +80,15 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Batch:
-    """Slices ``start:stop`` run on the frame window ``box`` = ``(y0, y1, x0, x1)`` (frame pixels)."""
+    """Slices ``start:stop`` run on the frame window ``box`` = ``(y0, y1, x0, x1)`` (frame pixels).
+
+    ``keep`` is the part of ``box`` whose output is used (frame pixels).
+    """
 
     start: int
     stop: int
     box: Box
+    keep: Box
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -107,14 +129,14 @@ class Plan:
 
     @property
     def box(self) -> Optional[Box]:
-        """Union of the batch windows, in frame pixels."""
+        """Union of the parts of the windows whose output is used, in frame pixels."""
         if not self.batches:
             return None
-        b = np.array([x.box for x in self.batches])
+        b = np.array([x.keep for x in self.batches])
         return int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max())
 
     def image_box(self, box: Optional[Box] = None) -> Optional[Box]:
-        """A frame window (default: :attr:`box`) as image pixels, clipped to the image."""
+        """A frame box (default: :attr:`box`) as image pixels, clipped to the image."""
         box = self.box if box is None else box
         if box is None:
             return None
@@ -137,14 +159,21 @@ def plan_inference(
     margin_px: Optional[int] = None,
     margin_slices: Optional[int] = None,
     margin_mm: Optional[float] = None,
+    min_window_px: Optional[int] = None,
+    context_px: Optional[int] = None,
 ) -> Plan:
     """Plan the batches of :func:`~napari_pneumoseg.model.segment` (see the module docstring).
 
     ``frame`` and ``pads`` describe the full path's padded slices; ``resizable``
     is False for networks with a fixed input size (no crop then). The
-    margins default to :data:`MARGIN_PX`, :data:`MARGIN_SLICES` and :data:`MARGIN_MM`.
+    margins default to :data:`MARGIN_PX`, :data:`MARGIN_SLICES`,
+    :data:`MARGIN_MM`, :data:`MIN_WINDOW_PX` and :data:`CONTEXT_PX`.
     """
     margin_px = MARGIN_PX if margin_px is None else int(margin_px)
+    min_window_px = MIN_WINDOW_PX if min_window_px is None else int(min_window_px)
+    context_px = CONTEXT_PX if context_px is None else int(context_px)
+    if not 0 <= context_px <= margin_px:
+        raise ValueError(f"context_px must be between 0 and margin_px ({margin_px}), got {context_px}")
     margin_slices = MARGIN_SLICES if margin_slices is None else int(margin_slices)
     margin_mm = MARGIN_MM if margin_mm is None else float(margin_mm)
     n = int(hu.shape[0])
@@ -164,22 +193,55 @@ def plan_inference(
             m = max(int(margin_slices), math.ceil(float(margin_mm) / float(spacing[0]) - 1e-9))
             lo, hi = max(0, lungs[0] - m), min(n, lungs[1] + 1 + m)
 
-    box = full
+    boxes = [full] * (hi - lo)
     if crop:
-        target = extent.air(slice(lo, hi)) or extent.box(slice(lo, hi))
-        if target is None:
+        study = extent.air(slice(lo, hi)) or extent.box(slice(lo, hi))
+        if study is None:
             notes.append("no body found: ran whole slices")
         else:
-            box = _window(target, pads, full, margin_px)
-    batches = [Batch(start, min(start + batch_size, hi), box) for start in range(lo, hi, batch_size)]
-    return Plan(n, (int(frame[0]), int(frame[1])), pads, batches, notes)
+            boxes = [_window(extent.air(slice(k, k + 1)) or study, pads, full, margin_px, min_window_px)
+                     for k in range(lo, hi)]
+    return Plan(n, (int(frame[0]), int(frame[1])), pads, _runs(boxes, lo, batch_size, full, context_px), notes)
 
 
-def _window(body: Box, pads, full: Box, margin: int) -> Box:
-    """A box (image pixels) widened by ``margin``, in frame pixels, out to the 32-pixel grid."""
+def _runs(boxes: list[Box], first: int, batch_size: int, full: Box, context: int) -> list[Batch]:
+    """Batches of consecutive slices with the same window, at most ``batch_size`` each."""
+    batches: list[Batch] = []
+    for k, box in enumerate(boxes, start=first):
+        last = batches[-1] if batches else None
+        if last is not None and last.box == box and last.stop - last.start < batch_size:
+            batches[-1] = Batch(last.start, k + 1, box, last.keep)
+        else:
+            batches.append(Batch(k, k + 1, box, _inner(box, full, context)))
+    return batches
+
+
+def _window(body: Box, pads, full: Box, margin: int, min_side: int) -> Box:
+    """A box (image pixels) widened by ``margin``, in frame pixels, out to the 32-pixel grid.
+
+    Sides shorter than ``min_side`` grow about their centre (on the grid, inside the frame).
+    """
     (py0, _), (px0, _) = pads
     y0, y1, x0, x1 = body
-    y0, y1 = y0 + py0 - margin, y1 + py0 + margin
-    x0, x1 = x0 + px0 - margin, x1 + px0 + margin
-    return (max(full[0], (y0 // GRID) * GRID), min(full[1], -(-y1 // GRID) * GRID),
-            max(full[2], (x0 // GRID) * GRID), min(full[3], -(-x1 // GRID) * GRID))
+    y0, y1 = _grow(max(full[0], ((y0 + py0 - margin) // GRID) * GRID),
+                   min(full[1], -(-(y1 + py0 + margin) // GRID) * GRID), full[0], full[1], min_side)
+    x0, x1 = _grow(max(full[2], ((x0 + px0 - margin) // GRID) * GRID),
+                   min(full[3], -(-(x1 + px0 + margin) // GRID) * GRID), full[2], full[3], min_side)
+    return y0, y1, x0, x1
+
+
+def _grow(a0: int, a1: int, lo: int, hi: int, size: int) -> tuple[int, int]:
+    """``a0:a1`` (on the grid) grown to ``size`` rounded up to the grid, within ``lo:hi``."""
+    if a1 - a0 >= size:
+        return a0, a1
+    size = min(hi - lo, -(-size // GRID) * GRID)
+    a0 -= ((size - (a1 - a0)) // 2 // GRID) * GRID
+    a0 = max(lo, min(a0, hi - size))
+    return a0, a0 + size
+
+
+def _inner(box: Box, full: Box, band: int) -> Box:
+    """``box`` less ``band`` pixels on each side that is not on the frame's edge."""
+    y0, y1, x0, x1 = box
+    return (y0 + band if y0 > full[0] else y0, y1 - band if y1 < full[1] else y1,
+            x0 + band if x0 > full[2] else x0, x1 - band if x1 < full[3] else x1)
