@@ -1,11 +1,13 @@
 """Train a Unet-ResNet50 on 512 x 512 phantoms (0.7 mm pixels) for the fast-inference benchmark.
 
 Usage: python benchmarks/make_bench_model.py [--out bench-0.7mm.pnxmodel] [--minutes 20]
+       [--patch-size 128] [--batch-size 4] [--positive-fraction 0.5]
 
 The demo's model sees 2.8 mm pixels, so on 512 x 512 studies it labels the air
 around the patient and its masks say little about whether the fast path keeps
 the answer. This one is trained at the benchmark phantom's own pixel size
-(10 phantoms of 40 slices, 128 px patches, batches of four, patch validation),
+(10 phantoms of 40 slices, by default 128 px patches in batches of four, patch
+validation; larger patches show more of the air around the patient),
 then: ``python benchmarks/bench_fast_inference.py --model bench-0.7mm.pnxmodel --pixel-mm 0.7``.
 """
 
@@ -19,6 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench-0.7mm.pnxmodel")
     parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--positive-fraction", type=float, default=0.5)
     args = parser.parse_args()
 
     from napari_pneumoseg.phantom import make_phantom
@@ -38,8 +43,9 @@ def main() -> None:
               f"val_dice {logs.get('val_dice', float('nan')):.3f}", flush=True)
 
     t = time.monotonic()
-    result = train(cases, args.out, backbone="resnet50", patch_size=128, batch_size=4, learning_rate=1e-3,
-                   epochs=500, steps_per_epoch=100, patience=500, bn_momentum=0.9, positive_fraction=0.5,
+    result = train(cases, args.out, backbone="resnet50", patch_size=args.patch_size, batch_size=args.batch_size,
+                   learning_rate=1e-3, epochs=500, steps_per_epoch=100, patience=500, bn_momentum=0.9,
+                   positive_fraction=args.positive_fraction,
                    lr_decay=True, max_seconds=args.minutes * 60, validation="patches", evaluate=False,
                    on_epoch=on_epoch)
     print(f"trained {len(result.history)} epochs in {time.monotonic() - t:.0f} s ({result.stopped}); "
