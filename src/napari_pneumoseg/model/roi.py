@@ -13,7 +13,8 @@ that same computation:
   inside the body (lungs, airways, pleural air: a pneumothorax is part of
   it), widened by :data:`MARGIN_PX` pixels of context (the chest wall),
   rounded out to the frame's 32-pixel grid and grown to at least
-  :data:`MIN_WINDOW_PX` a side. Not the body's box: arms and shoulders widen
+  :data:`MIN_WINDOW_PX` a side (a slice without air of its own gets the
+  window around the air of all the slices that run). Not the body's box: arms and shoulders widen
   that to the whole field of view in many chest CTs. Consecutive slices with
   the same window share a batch (at most ``batch_size``). The window is cut
   from the frame itself, so the network sees exactly the full path's pixels
@@ -54,22 +55,24 @@ import numpy as np
 from ..ct.air import chest_extent
 
 GRID = 32
-#: Pixels of context kept around the air inside the body in each direction, before
-#: rounding the window out to the 32-pixel grid (which adds 0-31 more). Measured on
-#: phantoms with a briefly trained Unet-ResNet18 and the demo's Unet-ResNet50: with
-#: 16 pixels (both) and 32 (the ResNet18) confident voxels (|p - 0.5| up to 0.47-0.5)
-#: flipped near the window edge; with 48 (ResNet18) and 64 (both) only coin tosses
-#: did (|p - 0.5| <= 0.008).
+#: Pixels of context kept around a slice's air inside the body in each direction, before
+#: rounding the window out to the 32-pixel grid (which adds 0-31 more). Measured with
+#: per-slice windows and a Unet-ResNet50 trained on 0.7 mm phantoms
+#: (``benchmarks/make_bench_model.py``), comparing with the full path where a
+#: pneumothorax can be (air inside the body and 4 pixels of rim): on the bundled chest
+#: CT, Dice 0.9946 and 30 voxels with |p - 0.5| >= 0.15 flipped (up to 0.41) at 32
+#: pixels, 0.9982 and none at 40, 0.9994 and none at 48 (47% of the pixels run; 42%
+#: at 40). On a 512 x 512 phantom 0.9995-0.9997 at all three.
 MARGIN_PX = 48
-#: Smallest window side (pixels). Measured on two phantoms with the demo's Unet-ResNet50
-#: (margins 48 and 16 px of context): no minimum, 32 and 2 voxels with |p - 0.5| >= 0.15
-#: flipped; 192, 2 and 2; 224, none. The bundled chest CT then runs 47.3% of the pixels
-#: instead of 46.6%.
+#: Smallest window side (pixels). Measured on two 256 x 256 phantoms with the demo's
+#: Unet-ResNet50 (margin 48, context band 16): voxels with |p - 0.5| >= 0.15 that
+#: flipped where the output was used: no minimum, 41 and 58; 192, 2 and 2; 224, none.
+#: The bundled chest CT then runs 47.3% of the pixels instead of 46.6%.
 MIN_WINDOW_PX = 224
 #: Outer band of a window (pixels) whose output is not used (background), unless the
-#: window reaches the frame's edge, where the full path's context ends too. The network
-#: answered there to the window edge as to air: the demo's Unet-ResNet50 labelled up to
-#: 189 voxels per slice within 3 pixels of it.
+#: window reaches the frame's edge, where the full path's context ends too. Networks
+#: answer to a window edge in tissue as to air: without this band the demo's
+#: Unet-ResNet50 labelled up to 189 new voxels in a slice, at a median 1-3 pixels from it.
 CONTEXT_PX = 16
 #: Slices kept beyond the lungs' first and last slice: this many, and at least MARGIN_MM.
 MARGIN_SLICES = 2
