@@ -130,3 +130,24 @@ def test_configure_device_gpu_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is visible here")
     with pytest.raises(RuntimeError, match="sees no GPU"):
         configure_device("gpu")
+
+
+def test_the_compiled_graph_serves_every_size_and_does_not_keep_a_dropped_model_alive(keras):
+    import gc
+    import weakref
+
+    from napari_pneumoseg.model import inference
+
+    inp = keras.Input((None, None, 1))
+    net = keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
+    bundle = ModelBundle(model=net, architecture={"type": "keras", "input_channels": 1})
+    for shape in [(2, 40, 50), (3, 64, 70)]:  # two frame sizes, one graph
+        hu = np.random.default_rng(0).normal(-500, 300, shape).astype(np.float32)
+        _, probs = segment(hu, bundle, crop_body=False, skip_slices=False, return_probabilities=True)
+        np.testing.assert_allclose(probs, _manual(bundle, hu, pad_to=(64, 64 if shape[2] <= 64 else 96)),
+                                   atol=1e-6)
+    assert inference._predictor(net).experimental_get_tracing_count() == 1
+    alive = weakref.ref(net)
+    del net, bundle
+    gc.collect()
+    assert alive() is None

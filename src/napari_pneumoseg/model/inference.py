@@ -265,7 +265,8 @@ def _predictor(net):
     if fn is None:
         tf = keras_modules().tf
         shape = (None,) + tuple(net.input_shape[1:])
-        fn = tf.function(lambda x: net(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
+        ref = weakref.ref(net)  # the cache must not keep a dropped model alive
+        fn = tf.function(lambda x: ref()(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
         _PREDICTORS[net] = fn
     return fn
 
