@@ -201,13 +201,15 @@ NEAR_AIR_PX = 4
 
 
 def _near_air(ct, body, slice_range) -> np.ndarray:
-    """Air inside the body (below -400 HU) and NEAR_AIR_PX pixels of rim, in the slices that ran."""
+    """Air inside the body (below BODY_HU, -400) and NEAR_AIR_PX pixels of rim, in the slices that ran."""
     from scipy import ndimage
+
+    from napari_pneumoseg.ct.air import BODY_HU
 
     near = np.zeros(body.shape, bool)
     if slice_range is not None:
         k0, k1 = slice_range[0], slice_range[1] + 1
-        air = body[k0:k1] & (ct.hu[k0:k1] < -400)
+        air = body[k0:k1] & (ct.hu[k0:k1] < BODY_HU)
         near[k0:k1] = ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool), iterations=NEAR_AIR_PX)
     return near
 

@@ -23,7 +23,7 @@ import pytest
 from scipy import ndimage
 
 from napari_pneumoseg import CTVolume
-from napari_pneumoseg.ct.air import body_mask, chest_extent
+from napari_pneumoseg.ct.air import body_mask, chest_extent, internal_air_mask
 from napari_pneumoseg.model import segment
 from napari_pneumoseg.model.bundle import ModelBundle
 from napari_pneumoseg.model.inference import InferenceInfo, _Prefetch
@@ -131,11 +131,17 @@ def test_plan_windows_lie_on_the_grid_and_hold_the_air_and_margin(phantom):
         assert 0 <= iy0 < iy1 <= ny and 0 <= ix0 < ix1 <= nx
 
 
-def test_windows_follow_the_lungs_of_a_real_chest_ct(real_data):
+@pytest.fixture(scope="module")
+def real_chest(chest_dir):
+    """The bundled real chest CT (64 x 512 x 512) and its plan."""
     from napari_pneumoseg.ct import read_ct
 
-    ct = read_ct(real_data / "chest_ct_tcia_A0001_5mm")
-    plan = plan_inference(ct.hu, ct.spacing, (512, 512), ((0, 0), (0, 0)), 4)
+    ct = read_ct(chest_dir)
+    return ct, plan_inference(ct.hu, ct.spacing, (512, 512), ((0, 0), (0, 0)), 4)
+
+
+def test_windows_follow_the_lungs_of_a_real_chest_ct(real_chest):
+    _, plan = real_chest
     areas = [b.shape[0] * b.shape[1] for b in plan.batches]
     assert min(areas) == MIN_WINDOW_PX**2 and max(areas) >= 384 * 448  # apex and base against mid-chest
     assert plan.pixel_fraction < 0.5
@@ -168,11 +174,8 @@ def test_a_small_air_pocket_off_the_lungs_stays_in_the_air_box(phantom):
     assert chest_extent(hu, phantom.ct.spacing).lung_range == chest_extent(phantom.ct.hu, phantom.ct.spacing).lung_range
 
 
-def test_the_window_leaves_out_shoulders_and_arms_of_a_real_chest_ct(real_data):
-    from napari_pneumoseg.ct import read_ct
-
-    ct = read_ct(real_data / "chest_ct_tcia_A0001_5mm")
-    plan = plan_inference(ct.hu, ct.spacing, (512, 512), ((0, 0), (0, 0)), 4)
+def test_the_window_leaves_out_shoulders_and_arms_of_a_real_chest_ct(real_chest):
+    ct, plan = real_chest
     ext = chest_extent(ct.hu, ct.spacing)
     first, last = plan.slice_range
     body = ext.box(slice(first, last + 1))
@@ -289,8 +292,8 @@ def trained(tmp_path_factory, keras):
 
 def _near_air(ct, pixels: int = 4) -> np.ndarray:
     """Where a pneumothorax can be: air inside the body and ``pixels`` of rim (partial volume)."""
-    air = body_mask(ct.hu) & (ct.hu < -400)
-    return ndimage.binary_dilation(air, structure=np.ones((1, 3, 3), bool), iterations=pixels)
+    return ndimage.binary_dilation(internal_air_mask(ct.hu), structure=np.ones((1, 3, 3), bool),
+                                   iterations=pixels)
 
 
 @pytest.mark.parametrize("seed,side,size", [(100, "left", "moderate"), (101, "right", "large")])
