@@ -36,6 +36,10 @@ def shot(viewer, path: Path) -> None:
     for _ in range(10):
         QApplication.processEvents()
         time.sleep(0.05)
+    viewer.reset_view()  # docks added since the last view narrow the canvas: fit the image again
+    for _ in range(5):
+        QApplication.processEvents()
+        time.sleep(0.05)
     imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
     print(f"wrote {path}")
 
