@@ -70,19 +70,12 @@ def ct_layer_data(ct: CTVolume, source: PathOrPaths = "") -> tuple[Any, dict, st
     kwargs = {
         "name": name,
         "scale": tuple(ct.spacing),
-        "translate": _translate(ct),
+        "translate": ct.translate,
         "contrast_limits": limits,
         "colormap": "gray",
         "metadata": {"pneumoseg_ct": ct_layer_metadata(ct)},
     }
     return ct.hu, kwargs, "image"
-
-
-def _translate(ct: CTVolume) -> tuple[float, float, float]:
-    """Where the first voxel sits along the array axes (mm), so layers of one CT overlay."""
-    import numpy as np
-
-    return tuple(float(v) for v in np.asarray(ct.direction) @ np.asarray(ct.origin))
 
 
 def ct_layer_metadata(ct: CTVolume) -> dict:

@@ -8,6 +8,12 @@ from typing import Any
 import numpy as np
 
 
+#: Rows are the LPS unit vectors of the (z, y, x) axes of a standard axial stack:
+#: z towards superior, y towards posterior, x towards the patient's left.
+STANDARD_AXIAL = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+STANDARD_AXIAL.setflags(write=False)
+
+
 class CTReadError(ValueError):
     """A CT could not be read; the message names the path and what is wrong."""
 
@@ -30,7 +36,7 @@ class CTVolume:
     hu: np.ndarray
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: np.ndarray = field(default_factory=lambda: np.eye(3)[::-1].copy())
+    direction: np.ndarray = field(default_factory=lambda: STANDARD_AXIAL.copy())
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +63,15 @@ class CTVolume:
         """LPS positions (mm) of voxel indices given as ``(..., 3)`` in (z, y, x) order."""
         idx = np.asarray(index, dtype=float)
         return np.asarray(self.origin) + (idx * np.asarray(self.spacing)) @ self.direction
+
+    @property
+    def translate(self) -> tuple[float, float, float]:
+        """Where voxel ``hu[0, 0, 0]`` sits along the array axes (z, y, x), in mm.
+
+        This is napari's layer ``translate``: layers of one CT (image, masks)
+        given the CT's ``scale`` and this ``translate`` overlay exactly.
+        """
+        return tuple(float(v) for v in self.direction @ np.asarray(self.origin))
 
     def geometry(self) -> dict[str, Any]:
         """Plain-data geometry, for layer metadata and file headers."""

@@ -18,11 +18,11 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 
 from ..progress import ProgressFn, check_cancel, report
+from .dicom import CT_IMAGE_STORAGE
 from .volume import CTVolume
 
 PathLike = Union[str, os.PathLike]
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 #: Stored value = round(HU) - intercept, in signed 16 bits (the usual scanner offset).
 RESCALE_INTERCEPT = -1024

@@ -18,9 +18,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-#: Rows are the LPS unit vectors of the (z, y, x) axes of a standard axial stack:
-#: z towards superior, y towards posterior, x towards patient left.
-STANDARD_AXIAL = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+from ..ct.volume import STANDARD_AXIAL
+
 
 #: How far (in CT voxels) a mask voxel centre may lie from a CT voxel centre (float noise only).
 TOLERANCE_VOXELS = 1e-3
