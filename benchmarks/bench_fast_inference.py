@@ -134,8 +134,8 @@ def compare(name, ct, bundle, *, truth=None, repeats=1, batch_size=4, gflops_ref
             t_paper.append(time.perf_counter() - t)
         with Load() as load_ours:
             t = time.perf_counter()
-            mask, p_ours, info = segment(ct, bundle, batch_size=batch_size, return_probabilities=True,
-                                         return_info=True)
+            result = segment(ct, bundle, batch_size=batch_size, return_probabilities=True)
+            mask, p_ours, info = result.mask, result.probabilities, result.info
             t_ours.append(time.perf_counter() - t)
             infos.append(info)
     tp, to = min(t_paper), min(t_ours)
@@ -231,7 +231,7 @@ bundle = ModelBundle.build("resnet50") if model == "random" else load_model(mode
 ct = CTVolume(np.load(path, mmap_mode="r"), spacing=spacing)
 before = psutil.Process().memory_info().rss
 t = time.perf_counter()
-mask, info = segment(ct, bundle, return_info=True)
+info = segment(ct, bundle).info
 # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({"rss_before_gb": before / 1e9, "peak_rss_gb": hwm / 1e9,

@@ -73,9 +73,10 @@ def main() -> None:
     segment(hu[: args.batch_size], bundle, batch_size=args.batch_size)
     paper_way(hu[: args.paper_batch])
 
-    t_ours, (mask, probs) = _timed(
+    t_ours, result = _timed(
         lambda: segment(hu, bundle, batch_size=args.batch_size, return_probabilities=True)
     )
+    mask, probs = result.mask, result.probabilities
     t_paper, paper_probs = _timed(lambda: paper_way(hu))
     matmul_after = matmul_gflops()
     gflops_ref = max(matmul_before, matmul_after)  # the CPU is shared: take the better one

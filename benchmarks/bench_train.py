@@ -63,7 +63,7 @@ def main() -> None:
                                             shape_yx=(args.size, args.size)), case)
         ct = read_ct(case / "ct")
         truth = read_mask(case / "truth.nrrd", like=ct)
-        m = measure(segment(ct, bundle), ct=ct, truth=truth)
+        m = measure(segment(ct, bundle).mask, ct=ct, truth=truth)
         dices.append(m.dice)
         errors.append(m.relative_volume_error)
         print(f"held-out seed {seed} ({sides[j % 3]}, {sizes[j % 3]}): Dice {m.dice:.4f}, "

@@ -63,11 +63,11 @@ def _cmd_segment(args) -> int:
     bundle = load_model(args.model)
     for w in bundle.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    mask, info = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
-                         crop_body=not args.no_crop, skip_slices=not args.all_slices,
-                         return_info=True, progress=TextProgress("segmenting"))
-    print(f"ran {info.slices_run} of {info.slices_total} slices, "
-          f"{100 * info.pixel_fraction:.0f}% of the full path's pixels, {info.seconds:.1f} s")
+    result = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
+                     crop_chest=not args.no_crop, skip_slices=not args.all_slices,
+                     progress=TextProgress("segmenting"))
+    mask = result.mask
+    print(result.info.summary())
     write_mask(mask, out, ct, overwrite=args.force)
     from .measure import measure
 

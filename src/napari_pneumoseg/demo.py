@@ -120,7 +120,7 @@ def run_demo(out: Union[str, os.PathLike] = "demo-out", *, quick: bool = False,
     # 4. Segment it with the trained model (whole slices).
     log("4/5 segmenting it")
     bundle = load_model(files["model.pnxmodel"])
-    mask = segment(ct, bundle, batch_size=4, progress=progress)
+    mask = segment(ct, bundle, batch_size=4, progress=progress).mask
     write_mask(mask, files["heldout_mask.nrrd"], ct, overwrite=overwrite)
 
     # 5. Measure against the truth and report.

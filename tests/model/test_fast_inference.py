@@ -27,7 +27,7 @@ from napari_pneumoseg.ct.air import body_mask, chest_extent, internal_air_mask
 from napari_pneumoseg.model import segment
 from napari_pneumoseg.model.bundle import ModelBundle
 from napari_pneumoseg.model.inference import InferenceInfo, _Prefetch
-from napari_pneumoseg.model.roi import CONTEXT_PX, GRID, MARGIN_PX, MIN_WINDOW_PX, plan_inference
+from napari_pneumoseg.model.plan import CONTEXT_PX, GRID, MARGIN_PX, MIN_WINDOW_PX, plan_inference
 from napari_pneumoseg.phantom import LABELS, make_phantom
 from napari_pneumoseg.progress import Cancelled
 
@@ -148,7 +148,7 @@ def test_windows_follow_the_lungs_of_a_real_chest_ct(real_chest):
 
 
 def test_slices_share_a_batch_only_with_the_same_window():
-    from napari_pneumoseg.model.roi import _runs
+    from napari_pneumoseg.model.plan import _runs
 
     a, b = (0, 64, 0, 64), (0, 96, 32, 64)
     runs = _runs([a, a, a, b, b, a], 10, 2, (0, 96, 0, 96), 8)
@@ -187,7 +187,7 @@ def test_the_window_leaves_out_shoulders_and_arms_of_a_real_chest_ct(real_chest)
 
 def test_switches_off_plan_the_full_path(phantom):
     plan = plan_inference(phantom.ct.hu, phantom.ct.spacing, (256, 256), ((0, 0), (0, 0)), 5,
-                          crop_body=False, skip_slices=False)
+                          crop_chest=False, skip_slices=False)
     assert plan.slices_run == 24 and plan.pixel_fraction == 1.0 and not plan.notes
     assert [b.box for b in plan.batches] == [(0, 256, 0, 256)] * 5
     fixed = plan_inference(phantom.ct.hu, phantom.ct.spacing, (256, 256), ((0, 0), (0, 0)), 5,
@@ -228,8 +228,9 @@ def _ran(info, shape) -> np.ndarray:
                          ids=["whole", "odd-size", "body-touches-edges"])
 def test_crop_reproduces_the_full_path_exactly_away_from_window_edges(block_net, phantom, cut):
     ct = CTVolume(phantom.ct.hu[:, cut[0], cut[1]], spacing=phantom.ct.spacing)
-    _, full = segment(ct, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
-    _, fast, info = segment(ct, block_net, batch_size=3, return_probabilities=True, return_info=True)
+    full = segment(ct, block_net, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
+    result = segment(ct, block_net, batch_size=3, return_probabilities=True)
+    fast, info = result.probabilities, result.info
     used = _ran(info, full.shape)  # inside the band of context: exact
     np.testing.assert_allclose(fast[used], full[used], atol=1e-6)
     assert (fast[~used] == 0).all()  # elsewhere: background
@@ -241,9 +242,9 @@ def test_crop_reproduces_the_full_path_exactly_away_from_window_edges(block_net,
 def test_an_off_grid_window_would_be_caught(block_net, phantom):
     """The exactness test above has teeth: shifting the image by 8 pixels changes the block term."""
     hu = phantom.ct.hu[:2]
-    _, a = segment(hu, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
+    a = segment(hu, block_net, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
     shifted = np.pad(hu, ((0, 0), (0, 0), (8, 0)), constant_values=float(hu.min()))[:, :, :256]
-    _, b = segment(shifted, block_net, crop_body=False, skip_slices=False, return_probabilities=True)
+    b = segment(shifted, block_net, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
     assert np.abs(a[:, 40:200, 50:200] - b[:, 40:200, 58:208]).max() > 0.01
 
 
@@ -283,7 +284,7 @@ def trained(tmp_path_factory, keras):
         train(cases, out, backbone="resnet18", patch_size=64, batch_size=8, learning_rate=1e-3, epochs=8,
               steps_per_epoch=10, patience=100, bn_momentum=0.9, evaluate=False)
         model = load_model(out)
-        _, probs = segment(cases[0][0], model, crop_body=False, skip_slices=False, return_probabilities=True)
+        probs = segment(cases[0][0], model, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
         decided.append(int((probs > 0.5 + UNDECIDED).sum()))
         if decided[-1] > 1000:
             return model
@@ -300,8 +301,10 @@ def _near_air(ct, pixels: int = 4) -> np.ndarray:
 def test_fast_path_gives_the_full_path_mask_on_phantoms(trained, seed, side, size):
     p = make_phantom(seed=seed, side=side, size=size, keep_labels=True, **GEOM)
     ct, truth = _with_abdomen(p)
-    full, p_full = segment(ct, trained, crop_body=False, skip_slices=False, return_probabilities=True)
-    fast, p_fast, info = segment(ct, trained, return_probabilities=True, return_info=True)
+    result = segment(ct, trained, crop_chest=False, skip_slices=False, return_probabilities=True)
+    full, p_full = result.mask, result.probabilities
+    result = segment(ct, trained, return_probabilities=True)
+    fast, p_fast, info = result.mask, result.probabilities, result.info
     decided = np.abs(p_full - 0.5) >= UNDECIDED
     assert (full & decided).sum() > 1000, "the model learnt nothing: too few decided positives"
     assert info.slices_run < ct.shape[0] and info.pixel_fraction < 0.75  # both savings were used
@@ -329,14 +332,16 @@ def test_fast_path_gives_the_full_path_mask_on_phantoms(trained, seed, side, siz
 def test_a_study_without_air_runs_every_slice_and_says_so(small_bundle):
     rng = np.random.default_rng(0)
     solid = rng.normal(40, 10, (3, 64, 96)).astype(np.float32)  # tissue everywhere: no air at all
-    _, probs, info = segment(solid, small_bundle, return_probabilities=True, return_info=True)
-    _, ref = segment(solid, small_bundle, crop_body=False, skip_slices=False, return_probabilities=True)
+    result = segment(solid, small_bundle, return_probabilities=True)
+    probs, info = result.probabilities, result.info
+    ref = segment(solid, small_bundle, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
     assert info.slices_run == 3 and info.pixel_fraction == 1.0
     assert any("no air inside the body" in note for note in info.notes)
     np.testing.assert_allclose(probs, ref, atol=1e-6)
 
     empty = np.full((2, 64, 64), -1000.0, np.float32)  # all air: no body either
-    mask, info = segment(empty, small_bundle, return_info=True)
+    result = segment(empty, small_bundle)
+    mask, info = result.mask, result.info
     assert mask.shape == (2, 64, 64) and info.slices_run == 2
     assert "no body found" in info.summary()
 
@@ -344,7 +349,8 @@ def test_a_study_without_air_runs_every_slice_and_says_so(small_bundle):
 def test_info_is_json_ready_and_summarised(small_bundle, phantom):
     ct = CTVolume(phantom.ct.hu[:6], spacing=phantom.ct.spacing)
     calls = []
-    mask, info = segment(ct, small_bundle, batch_size=4, return_info=True, progress=lambda *a: calls.append(a))
+    result = segment(ct, small_bundle, batch_size=4, progress=lambda *a: calls.append(a))
+    mask, info = result.mask, result.info
     again = InferenceInfo.from_dict(json.loads(json.dumps(info.as_dict())))
     assert again == info
     assert info.slices_total == 6 and info.crop_box is not None and 0 < info.pixel_fraction < 1

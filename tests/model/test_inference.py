@@ -39,7 +39,8 @@ def _manual(bundle, hu, pad_to=(64, 96), batch_size=None):
 
 
 def test_mask_and_probabilities_have_the_ct_shape_and_padding_is_cropped_back(small_bundle, ct):
-    mask, probs = segment(ct, small_bundle, batch_size=2, return_probabilities=True)
+    result = segment(ct, small_bundle, batch_size=2, return_probabilities=True)
+    mask, probs = result.mask, result.probabilities
     assert mask.shape == probs.shape == (3, 50, 70)
     assert mask.dtype == np.uint8 and probs.dtype == np.float32
     assert set(np.unique(mask)) <= {0, 1}
@@ -52,18 +53,18 @@ def test_minmax_uses_whole_volume_statistics_whatever_the_batch_size(small_bundl
     hu = ct.hu.copy()
     hu[2] += 1500  # per-batch min-max would scale slice 2 very differently
     bundle = dataclasses.replace(small_bundle, preprocessing={"method": "minmax"})
-    _, one = segment(hu, bundle, batch_size=1, return_probabilities=True)
-    _, three = segment(hu, bundle, batch_size=3, return_probabilities=True)
+    one = segment(hu, bundle, batch_size=1, return_probabilities=True).probabilities
+    three = segment(hu, bundle, batch_size=3, return_probabilities=True).probabilities
     np.testing.assert_allclose(one, three, atol=1e-5)
     np.testing.assert_allclose(one, _manual(bundle, hu, batch_size=1), atol=1e-5)
 
 
 def test_threshold_defaults_to_the_bundle_and_can_be_overridden(small_bundle, ct):
-    _, probs = segment(ct, small_bundle, return_probabilities=True)
+    probs = segment(ct, small_bundle, return_probabilities=True).probabilities
     t = float(np.median(probs))
-    assert np.array_equal(segment(ct, small_bundle, threshold=t), probs > t)
+    assert np.array_equal(segment(ct, small_bundle, threshold=t).mask, probs > t)
     bundle = dataclasses.replace(small_bundle, threshold=t)
-    assert np.array_equal(segment(ct.hu, bundle), probs > t)
+    assert np.array_equal(segment(ct.hu, bundle).mask, probs > t)
 
 
 def test_progress_is_reported_per_batch_with_rate_and_eta(small_bundle, ct):
@@ -92,7 +93,7 @@ def test_cancel_between_batches_raises(small_bundle, ct):
 
 def test_model_can_be_given_as_a_file(small_bundle, ct, tmp_path):
     path = save_model(small_bundle, tmp_path / "m.pnxmodel")
-    np.testing.assert_array_equal(segment(ct, str(path)), segment(ct, small_bundle))
+    np.testing.assert_array_equal(segment(ct, str(path)).mask, segment(ct, small_bundle).mask)
 
 
 def test_fixed_size_foreign_model_is_padded_to_its_input_size(keras):
@@ -100,7 +101,7 @@ def test_fixed_size_foreign_model_is_padded_to_its_input_size(keras):
     net = keras.Model(inp, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inp))
     bundle = ModelBundle(model=net, architecture={"type": "keras", "input_channels": 1})
     hu = np.random.default_rng(0).normal(-500, 300, (2, 50, 60)).astype(np.float32)
-    _, probs = segment(hu, bundle, return_probabilities=True)
+    probs = segment(hu, bundle, return_probabilities=True).probabilities
     np.testing.assert_allclose(probs, _manual(bundle, hu, pad_to=(64, 64)), atol=1e-6)
     with pytest.raises(ValueError, match="only takes 64x64"):
         segment(np.zeros((1, 50, 70), np.float32), bundle)
@@ -143,7 +144,7 @@ def test_the_compiled_graph_serves_every_size_and_does_not_keep_a_dropped_model_
     bundle = ModelBundle(model=net, architecture={"type": "keras", "input_channels": 1})
     for shape in [(2, 40, 50), (3, 64, 70)]:  # two frame sizes, one graph
         hu = np.random.default_rng(0).normal(-500, 300, shape).astype(np.float32)
-        _, probs = segment(hu, bundle, crop_body=False, skip_slices=False, return_probabilities=True)
+        probs = segment(hu, bundle, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
         np.testing.assert_allclose(probs, _manual(bundle, hu, pad_to=(64, 64 if shape[2] <= 64 else 96)),
                                    atol=1e-6)
     assert inference._predictor(net).experimental_get_tracing_count() == 1

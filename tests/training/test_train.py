@@ -49,7 +49,7 @@ def test_loss_falls_and_best_bundle_reloads_and_segments(tmp_path):
         assert row["tp"] + row["fp"] + row["tn"] + row["fn"] == row["slices"] * 64 * 64
     assert prov["metrics"]["test"]["dice"] == pytest.approx(result.table["test"]["dice"])
     hu, _, _ = tiny_cases(1, seed=5)[0]
-    mask = segment(hu, bundle)
+    mask = segment(hu, bundle).mask
     assert mask.shape == hu.shape and mask.dtype == np.uint8
 
 

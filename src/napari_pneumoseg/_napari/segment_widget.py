@@ -45,14 +45,14 @@ class SegmentWidget(Container):
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64)
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
         self.device = ComboBox(label="Device", choices=["auto", "cpu", "gpu"], value="auto")
-        self.crop_body = CheckBox(text="Crop to the chest (faster, same mask)", value=True)
+        self.crop_chest = CheckBox(text="Crop to the chest (faster, same mask)", value=True)
         self.skip_slices = CheckBox(text="Only slices from lung base to apex", value=True)
         self.probabilities = CheckBox(text="Also add the probability map", value=False)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         super().__init__(widgets=[self.image, self.model, self.batch_size, self.threshold,
-                                  self.device, self.crop_body, self.skip_slices,
+                                  self.device, self.crop_chest, self.skip_slices,
                                   self.probabilities, self.run_button,
                                   self.cancel_button, self.status])
         self.run_button.changed.connect(self.run)
@@ -153,7 +153,7 @@ class SegmentWidget(Container):
             "batch_size": int(self.batch_size.value),
             "threshold": float(self.threshold.value),
             "probabilities": bool(self.probabilities.value),
-            "crop_body": bool(self.crop_body.value),
+            "crop_chest": bool(self.crop_chest.value),
             "skip_slices": bool(self.skip_slices.value),
         }
 

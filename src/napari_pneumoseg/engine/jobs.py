@@ -67,7 +67,7 @@ def segment_job(params: dict, *, progress, cancel, event=None) -> dict:
         batch_size=params.get("batch_size", 4),
         threshold=params.get("threshold"),
         return_probabilities=want_probs,
-        crop_body=params.get("crop_body", True),
+        crop_chest=params.get("crop_chest", True),
         skip_slices=params.get("skip_slices", True),
         return_info=True,
         progress=progress, cancel=cancel,

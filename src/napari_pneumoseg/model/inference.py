@@ -1,25 +1,12 @@
 """Run a segmentation network over a CT volume, slice by slice in batches.
 
-Timing on this 2-core CPU (ResNet-50 Unet, ms per slice): eager
-``model(x, training=False)`` 72-244 at 64x64 and 228-449 at 256x256, against
-13-37 and 115-238 for ``predict_on_batch``, which runs a compiled graph.
-:func:`segment` runs one compiled graph for any input size (:func:`_predictor`).
-At 512x512 one slice costs about 0.45 s whatever the batch size (1-4).
-
-Fast path (issue 8; :mod:`.roi`): only the lungs' slices, each on a window
-around its air inside the chest, while a background thread prepares the next batch. The
-network's time is proportional to the pixels it sees: measured per pixel,
-batch sizes 1, 2, 4 and 8 and window sizes 320x384 to 512x512 all ran within
-the run-to-run noise of each other, and on a quiet machine
-the network reached about 0.5 megapixels/s (about 160 GFLOP/s at
-84.2 GFLOP per 512x512 slice, 85-90% of a float32 numpy matmul measured
-alongside). Nothing else won clearly in A/B runs here (the host's speed
-varies up to twofold between minutes, so only interleaved runs compare):
-XLA (``jit_compile``), ``TF_ENABLE_ONEDNN_OPTS=1`` and ONNX Runtime 1.32
-(tf2onnx 1.17 exports this Keras 3 network via ``from_function``, opset 17,
-in 48 s at 12.7 GB peak RSS; outputs within 3e-4) were all level with
-default TensorFlow, so TensorFlow's defaults stay (no thread settings, no
-environment variables).
+:func:`segment` is the one inference path: Segment, the CLI, the engine and the
+Table 2 evaluation of a trained model all call it. It runs one compiled graph
+for any input size (:func:`_predictor`), prepares the next batch in a
+background thread while the network runs, and by default runs only what
+:mod:`.plan` selects (the lungs' slices, each on a window around its air
+inside the chest). Speed measurements and the alternatives that were tried
+(XLA, oneDNN options, ONNX Runtime) are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -40,55 +27,129 @@ from ..ct.volume import CTVolume
 from ..progress import ProgressFn, check_cancel, report
 from ._backend import keras_modules
 from .bundle import ModelBundle, load_model
-from .preprocess import preprocess, volume_stats
-from .roi import Batch, plan_inference
+from .preprocess import centred_padding, preprocess, volume_stats
+from .plan import Batch, plan_inference
 
 SIZE_MULTIPLE = 32
+#: Slices per network batch when the caller does not choose (segment(), Table 2 evaluation).
+DEFAULT_BATCH_SIZE = 4
+
+
+def foreground(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The one threshold rule: a voxel is pneumothorax when its probability is above ``threshold``.
+
+    ``>`` as Keras' and segmentation-models' metrics. Every mask the package
+    makes from probabilities (segmentation, Table 2 evaluation) goes through here.
+
+    Parameters
+    ----------
+    probabilities : numpy.ndarray
+        Probabilities in [0, 1], any shape.
+    threshold : float
+        Voxels with a probability strictly above it are foreground.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean array of the same shape.
+    """
+    return np.asarray(probabilities) > threshold
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment` returns.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        uint8 ``(z, y, x)``, 1 = pneumothorax, on the CT's grid.
+    probabilities : numpy.ndarray or None
+        float32 ``(z, y, x)`` in [0, 1] when asked for (``return_probabilities``),
+        else None. Slices and pixels that did not run are 0.
+    info : InferenceInfo
+        What ran (slices, pixels, windows) and how long it took.
+    """
+
+    mask: np.ndarray
+    probabilities: Optional[np.ndarray]
+    info: "InferenceInfo"
 
 
 def segment(
     ct: Union[CTVolume, np.ndarray],
     model: Union[ModelBundle, str, Path],
     *,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threshold: Optional[float] = None,
     return_probabilities: bool = False,
     progress: Optional[ProgressFn] = None,
     cancel: Any = None,
-    crop_body: bool = True,
+    crop_chest: bool = True,
     skip_slices: bool = True,
-    return_info: bool = False,
-):
-    """Segment pneumothorax in a CT: uint8 mask ``(z, y, x)``, 1 = pneumothorax.
+) -> SegmentResult:
+    """Segment pneumothorax in a CT with a network, slice by slice in batches.
 
-    ``ct`` is a :class:`CTVolume` or a 3-D HU array; ``model`` a
-    :class:`ModelBundle` or a model file to load. The bundle's preprocessing
-    is applied (min-max statistics from the whole volume even though slices
-    run in batches); slices whose size is not a multiple of 32 are padded with
-    the volume's lowest HU and the output is cropped back. A voxel is
-    foreground when its probability is above ``threshold`` (None: the
-    bundle's, normally 0.5; ``>`` as Keras' metrics). With
-    ``return_probabilities`` the result is ``(mask, probabilities)``, the
-    latter float32 in [0, 1].
+    The bundle's preprocessing is applied (min-max statistics from the whole
+    volume even though slices run in batches). Each slice is padded, centred,
+    with the volume's lowest HU to the network's frame (sides multiples of 32,
+    or the network's fixed size) and the output cropped back; training pads
+    the same way. A voxel is foreground when its probability is above the
+    threshold (:func:`foreground`).
 
-    Fast path (see :mod:`napari_pneumoseg.model.roi`): with ``skip_slices``
+    Fast path (see :mod:`napari_pneumoseg.model.plan`): with ``skip_slices``
     only the slices from the lungs' base to their apex (plus a margin) run and
-    the others are background; with ``crop_body`` each slice runs on a
-    window around its air inside the body (lungs, airways, pleural air) plus a
-    margin of chest wall, on the network's 32-pixel grid, and the rest of the
-    slice is background (probability 0). Both reproduce the full path's mask
-    (``crop_body=False, skip_slices=False``) where a pneumothorax can be (air
-    inside the body and its rim) up to coin tosses (voxels with probabilities
-    near the threshold); a weak network's false positives in the chest wall
-    and outside the body may differ. A CT without air inside the body runs every
-    slice. With ``return_info`` an :class:`InferenceInfo` (slices and pixels
-    run, crop, timings) is appended to the result: ``(mask, info)`` or
-    ``(mask, probabilities, info)``.
+    the others are background; with ``crop_chest`` each slice runs on a window
+    around its air inside the chest (lungs, airways, pleural air) plus a margin
+    of chest wall, on the network's 32-pixel grid, and the rest of the slice is
+    background (probability 0). Where a pneumothorax can be (air inside the
+    body and its rim) both give the full path's mask (``crop_chest=False,
+    skip_slices=False``) except for voxels whose probability is near the
+    threshold; a weak network's false positives in the chest wall and outside
+    the body may differ. A CT without air inside the body runs every slice.
 
-    ``progress(done, total, text)`` is called with ``done=0`` before the first
-    batch and after every batch (``total``: slices that run; text: slices
-    done, slices/s, ETA); ``cancel`` is checked before every batch and raises
-    :class:`~napari_pneumoseg.progress.Cancelled` (nothing is returned).
+    Parameters
+    ----------
+    ct : CTVolume or numpy.ndarray
+        The CT, or a 3-D HU array ``(z, y, x)`` (then 1 mm voxels are assumed
+        for the fast path's margins).
+    model : ModelBundle, str or pathlib.Path
+        A loaded model or a model file to load (:func:`load_model`).
+    batch_size : int, optional
+        Slices per network call.
+    threshold : float, optional
+        In [0, 1); None uses the bundle's (normally 0.5).
+    return_probabilities : bool, optional
+        Also return the probability map.
+    progress : callable, optional
+        ``progress(done, total, text)``, called with ``done=0`` before the first
+        batch and after every batch (``total``: slices that run).
+    cancel : callable or threading.Event, optional
+        Checked before every batch.
+    crop_chest : bool, optional
+        Run each slice on a window around the air inside the chest.
+    skip_slices : bool, optional
+        Run only the slices from the lungs' base to their apex.
+
+    Returns
+    -------
+    SegmentResult
+        The mask, the probabilities (or None) and an :class:`InferenceInfo`.
+
+    Raises
+    ------
+    ValueError
+        The CT is not a non-empty 3-D array, or ``batch_size``/``threshold`` is
+        out of range, or the slices are larger than a fixed-size network takes.
+    TypeError
+        ``model`` is neither a bundle nor a path.
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` was set; nothing is returned.
+
+    Examples
+    --------
+    >>> result = segment(ct, "pneumothorax.pnxmodel")  # doctest: +SKIP
+    >>> result.mask.sum(), result.info.summary()       # doctest: +SKIP
     """
     start = time.perf_counter()
     hu = ct.hu if isinstance(ct, CTVolume) else np.asarray(ct)
@@ -111,7 +172,7 @@ def segment(
     n, ny, nx = hu.shape
     pads, resizable = _frame(net, ny, nx)
     frame = (ny + pads[0][0] + pads[0][1], nx + pads[1][0] + pads[1][1])
-    plan = plan_inference(hu, spacing, frame, pads, batch_size, crop_body=crop_body,
+    plan = plan_inference(hu, spacing, frame, pads, batch_size, crop_chest=crop_chest,
                           skip_slices=skip_slices, resizable=resizable)
     stats = volume_stats(hu, model.preprocessing)
     fill = float(hu.min())
@@ -140,19 +201,17 @@ def segment(
             iy0, iy1, ix0, ix1 = plan.image_box(batch.keep)
             oy, ox = iy0 + py0 - batch.box[0], ix0 + px0 - batch.box[2]
             p = y[:, oy : oy + iy1 - iy0, ox : ox + ix1 - ix0, 0].astype(np.float32, copy=False)
-            mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p > thr
+            mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = foreground(p, thr)
             if probs is not None:
                 probs[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p
             done += batch.stop - batch.start
             report(progress, done, total, _progress_text(done, total, time.perf_counter() - loop_start))
     end = time.perf_counter()
-    result = [mask] + ([probs] if probs is not None else [])
-    if return_info:
-        result.append(InferenceInfo.from_plan(
-            plan, crop_body=bool(crop_body), skip_slices=bool(skip_slices), batch_size=batch_size,
-            seconds=end - start, seconds_analysis=analysed - start, seconds_network=network_s,
-            seconds_loop=end - loop_start))
-    return result[0] if len(result) == 1 else tuple(result)
+    info = InferenceInfo.from_plan(
+        plan, crop_chest=bool(crop_chest), skip_slices=bool(skip_slices), batch_size=batch_size,
+        seconds=end - start, seconds_analysis=analysed - start, seconds_network=network_s,
+        seconds_loop=end - loop_start)
+    return SegmentResult(mask=mask, probabilities=probs, info=info)
 
 
 @dataclass
@@ -179,7 +238,7 @@ class InferenceInfo:
     frame: tuple[int, int]
     input_shapes: list
     pixel_fraction: float
-    crop_body: bool
+    crop_chest: bool
     skip_slices: bool
     batch_size: int
     seconds: float
@@ -190,13 +249,13 @@ class InferenceInfo:
     windows: list = field(default_factory=list)
 
     @classmethod
-    def from_plan(cls, plan, *, crop_body, skip_slices, batch_size, seconds, seconds_analysis,
+    def from_plan(cls, plan, *, crop_chest, skip_slices, batch_size, seconds, seconds_analysis,
                   seconds_network, seconds_loop) -> "InferenceInfo":
         shapes = sorted({b.shape for b in plan.batches})
         return cls(
             slices_total=plan.n_slices, slices_run=plan.slices_run, slice_range=plan.slice_range,
             crop_box=plan.image_box(), frame=plan.frame, input_shapes=[list(s) for s in shapes],
-            pixel_fraction=plan.pixel_fraction, crop_body=crop_body, skip_slices=skip_slices,
+            pixel_fraction=plan.pixel_fraction, crop_chest=crop_chest, skip_slices=skip_slices,
             batch_size=batch_size, seconds=seconds, seconds_analysis=seconds_analysis,
             seconds_network=seconds_network,
             slices_per_second=plan.slices_run / seconds_loop if seconds_loop > 0 else 0.0,
@@ -252,14 +311,11 @@ _PREDICTORS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 def _predictor(net):
     """``net`` in inference mode as one graph traced for any batch and slice size.
 
-    The fast path's windows change size from batch to batch. ``predict_on_batch``
-    traces a graph for the first size, then retraces once more (about 1.4 s for
-    the ResNet-50 Unet here) for a size-generic graph that it keeps; tracing the
-    size-generic graph at once saves that retrace. It is no slower (ResNet-50
-    Unet, batches of 4, best of four interleaved runs here: 169 against 154
-    GFLOP/s for ``predict_on_batch``'s one-size graph at 512 x 512; 180 against
-    178 for Keras' size-generic graph against a one-size ``tf.function`` at
-    384 x 448) and gives the same output (largest difference 0).
+    The fast path's windows change size from batch to batch; a graph traced
+    once with an input signature of unknown batch, height and width serves
+    them all without retracing (``predict_on_batch`` would trace one size,
+    then retrace). The cache holds the network weakly, so a dropped model is
+    freed. Its speed against ``predict_on_batch`` is in ``benchmarks/README.md``.
     """
     fn = _PREDICTORS.get(net)
     if fn is None:
@@ -351,8 +407,7 @@ def _padding(net, ny: int, nx: int) -> tuple[tuple[int, int], tuple[int, int]]:
             target = int(fixed)
         else:
             target = math.ceil(size / SIZE_MULTIPLE) * SIZE_MULTIPLE
-        extra = target - size
-        out.append((extra // 2, extra - extra // 2))
+        out.append(centred_padding(size, target))
     return out[0], out[1]
 
 

@@ -72,6 +72,34 @@ def volume_stats(hu_volume: np.ndarray, config: Optional[Mapping[str, Any]] = No
     return {"min": lo, "max": hi}
 
 
+def centred_padding(size: int, target: int) -> tuple[int, int]:
+    """Pixels to add before and after an axis of ``size`` to reach ``target``: centred.
+
+    The one padding rule of the package: inference pads each slice to the
+    network's frame this way (with the volume's lowest HU) and training pads
+    slices and patches the same way (with the volume's lowest scaled value).
+
+    Parameters
+    ----------
+    size, target : int
+        Current and wanted length; ``target >= size``.
+
+    Returns
+    -------
+    tuple of int
+        ``(before, after)``, ``before = (target - size) // 2``.
+
+    Raises
+    ------
+    ValueError
+        ``target`` is smaller than ``size``.
+    """
+    extra = int(target) - int(size)
+    if extra < 0:
+        raise ValueError(f"cannot pad {size} pixels to {target}")
+    return extra // 2, extra - extra // 2
+
+
 _volume_stats = volume_stats  # preprocess() has a parameter of the same name
 
 

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..model.preprocess import centred_padding
+
 
 @dataclass
 class Augment:
@@ -26,14 +28,9 @@ class Augment:
 
 
 def _pad_to(image: np.ndarray, mask: np.ndarray, size: int, fill: float):
-    """Pad a slice (and its mask) so both sides are at least ``size``."""
+    """Pad a slice (and its mask), centred, so both sides are at least ``size``."""
     ny, nx = image.shape
-    py, px = max(0, size - ny), max(0, size - nx)
-    if py or px:
-        pads = ((py // 2, py - py // 2), (px // 2, px - px // 2))
-        image = np.pad(image, pads, constant_values=fill)
-        mask = np.pad(mask, pads)
-    return image, mask
+    return pad_to(image, mask, (max(ny, size), max(nx, size)), fill)
 
 
 def crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
@@ -78,19 +75,24 @@ class SliceBatches:
     With ``patch_size`` each item becomes one random patch (biased towards
     pneumothorax); without it, whole slices (padded to a multiple of 32).
     ``deterministic`` fixes the patches (for validation, the same every epoch).
+    Padding, and what rotations and shifts bring in from beyond the slice, is
+    each volume's lowest value (``fill=None``, the default), centred: what
+    :func:`~napari_pneumoseg.model.segment` pads a slice with (the volume's
+    lowest HU, preprocessed); a number gives one fill for every volume.
     """
 
     def __init__(self, volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                  items: Sequence[tuple[int, int]], batch_size: int, *,
                  patch_size: Optional[int] = None, augment_with: Optional[Augment] = None,
                  positive_fraction: float = 0.5, seed: int = 0, deterministic: bool = False,
-                 shuffle: bool = True, fill: float = 0.0):
+                 shuffle: bool = True, fill: Optional[float] = None):
         if not items:
             raise ValueError("no slices to make batches from")
         self.volumes, self.masks, self.items = volumes, masks, list(items)
         self.batch_size, self.patch_size = int(batch_size), patch_size
         self.aug, self.positive_fraction = augment_with, positive_fraction
-        self.seed, self.deterministic, self.shuffle, self.fill = seed, deterministic, shuffle, fill
+        self.seed, self.deterministic, self.shuffle = seed, deterministic, shuffle
+        self.fills = [float(np.min(v)) if fill is None else float(fill) for v in volumes]
         self.epoch = 0
         self.order = np.arange(len(self.items))
         self.on_epoch_end()
@@ -106,36 +108,33 @@ class SliceBatches:
     def __getitem__(self, b: int):
         idx = self.order[b * self.batch_size:(b + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, 0 if self.deterministic else self.epoch, b))
-        xs, ys = [], []
+        xs, ys, fills = [], [], []
         for i in idx:
             c, k = self.items[i]
-            image, mask = self.volumes[c][k], self.masks[c][k]
+            image, mask, fill = self.volumes[c][k], self.masks[c][k], self.fills[c]
             if self.patch_size:
                 image, mask = crop(image, mask, self.patch_size, rng, self.positive_fraction,
-                                   self.fill, jitter=self.patch_size // 4)
+                                   fill, jitter=self.patch_size // 4)
             if self.aug is not None and not self.deterministic:
-                image, mask = augment(image, mask, rng, self.aug, self.fill)
+                image, mask = augment(image, mask, rng, self.aug, fill)
             xs.append(image)
             ys.append(mask)
+            fills.append(fill)
         if not self.patch_size:  # whole slices: pad to a common multiple of 32
             ny = max(a.shape[0] for a in xs)
             nx = max(a.shape[1] for a in xs)
             ny, nx = ny + (-ny) % 32, nx + (-nx) % 32
-            xs, ys = zip(*(pad_to(a, m, (ny, nx), self.fill) for a, m in zip(xs, ys)))
+            xs, ys = zip(*(pad_to(a, m, (ny, nx), f) for a, m, f in zip(xs, ys, fills)))
         x = np.stack(xs)[..., None].astype(np.float32)
         y = np.stack(ys)[..., None].astype(np.float32)
         return x, y
 
 
 def pad_to(image: np.ndarray, mask: np.ndarray, shape: tuple[int, int], fill: float):
-    """Pad a slice and its mask at the bottom/right to ``shape``."""
-    py, px = shape[0] - image.shape[0], shape[1] - image.shape[1]
-    if py or px:
-        image = np.pad(image, ((0, py), (0, px)), constant_values=fill)
-        mask = np.pad(mask, ((0, py), (0, px)))
+    """Pad a slice and its mask, centred (:func:`~napari_pneumoseg.model.preprocess.centred_padding`),
+    to ``shape``: the image with ``fill``, the mask with 0."""
+    pads = (centred_padding(image.shape[0], shape[0]), centred_padding(image.shape[1], shape[1]))
+    if any(pads[0]) or any(pads[1]):
+        image = np.pad(image, pads, constant_values=fill)
+        mask = np.pad(mask, pads)
     return image, mask
-
-
-def pad_to_multiple(image: np.ndarray, mask: np.ndarray, multiple: int, fill: float):
-    ny, nx = image.shape
-    return pad_to(image, mask, (ny + (-ny) % multiple, nx + (-nx) % multiple), fill)

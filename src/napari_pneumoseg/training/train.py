@@ -22,7 +22,7 @@ import numpy as np
 
 from ..progress import is_cancelled, report
 from .cases import Case, load_cases
-from .evaluate import evaluate_split
+from .evaluate import evaluate_sets
 from .sampling import Augment, SliceBatches
 from .split import Split, split_cases
 
@@ -111,14 +111,13 @@ def train(
     scaled = [preprocess(c.hu, bundle.preprocessing, volume_stats(c.hu, bundle.preprocessing))[..., 0]
               for c in data]
     masks = [c.mask for c in data]
-    fill = 0.0  # preprocessed air (both preprocessings map the minimum HU to 0)
     if validation not in ("slices", "patches"):
         raise ValueError(f"validation must be 'slices' or 'patches', got {validation!r}")
     train_batches = SliceBatches(scaled, masks, the_split.train, batch_size, patch_size=patch_size,
-                                 augment_with=Augment() if augment else None, seed=seed, fill=fill,
+                                 augment_with=Augment() if augment else None, seed=seed,
                                  positive_fraction=positive_fraction)
     val_batches = SliceBatches(scaled, masks, _same_shape_runs(the_split.validation, scaled),
-                               batch_size, seed=seed + 1, deterministic=True, fill=fill,
+                               batch_size, seed=seed + 1, deterministic=True,
                                patch_size=patch_size if validation == "patches" else None,
                                positive_fraction=positive_fraction)
 
@@ -165,11 +164,10 @@ def train(
         bundle.model.set_weights(keeper.best_weights)
     wanted = set(the_split.sets()) if evaluate is True else set(evaluate or ())
     if wanted and keeper.saved and keeper.reason != "cancelled":
-        for name, items in the_split.sets().items():
-            if items and name in wanted:
-                report(progress, 0, 1, f"evaluating on the {name} set")
-                result.table[name] = evaluate_split(bundle, scaled, masks, items,
-                                                    batch_size=max(1, batch_size), cancel=cancel)
+        report(progress, 0, 1, "evaluating (Table 2)")
+        result.table = evaluate_sets(
+            bundle, data, {name: items for name, items in the_split.sets().items() if name in wanted},
+            progress=progress, cancel=cancel)
         bundle.provenance["metrics"] = result.table
         bundle.provenance["result"] = {"best_epoch": result.best_epoch,
                                        "best_val_loss": result.best_val_loss,

@@ -156,7 +156,7 @@ def plan_inference(
     pads: tuple[tuple[int, int], tuple[int, int]],
     batch_size: int,
     *,
-    crop_body: bool = True,
+    crop_chest: bool = True,
     skip_slices: bool = True,
     resizable: bool = True,
     margin_px: Optional[int] = None,
@@ -182,8 +182,8 @@ def plan_inference(
     n = int(hu.shape[0])
     full: Box = (0, int(frame[0]), 0, int(frame[1]))
     notes: list[str] = []
-    crop = bool(crop_body) and resizable
-    if crop_body and not resizable:
+    crop = bool(crop_chest) and resizable
+    if crop_chest and not resizable:
         notes.append("no crop: this network takes a fixed slice size")
     extent = chest_extent(hu, spacing) if (crop or skip_slices) else None
 
