@@ -1,17 +1,15 @@
-"""The synthetic pneumothorax phantom: anatomy in HU, truth, volumes, sides, files."""
+"""The synthetic pneumothorax phantom: anatomy in HU, truth, volumes, sides."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
-import nrrd
 import numpy as np
 import pytest
 
-from napari_pneumoseg.ct import CTVolume, read_ct
-from napari_pneumoseg.phantom import LABELS, make_phantom, sample_phantom, write_phantom_case
+from napari_pneumoseg.ct import CTVolume
+from napari_pneumoseg.phantom import LABELS, make_phantom
 
 SMALL = dict(n_slices=32, shape_yx=(128, 128))  # spacing (9.375, 2.8, 2.8): a whole chest, fast
 
@@ -315,44 +313,6 @@ def test_continuous_volume_equals_brute_force_supersampling():
         centre = implicit.pneumothorax_at_index(*c, side)
         truth = ph.truth[tuple(a.astype(int) for a in c)].astype(bool)
         assert np.mean(truth == (centre < 0)) > 0.9999
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def test_write_phantom_case_round_trips(tmp_path):
-    ph = make_phantom(seed=9, side="right", size="large", n_slices=16, shape_yx=(96, 96))
-    case = write_phantom_case(ph, tmp_path / "case")
-    assert sorted(p.name for p in case.iterdir()) == ["ct", "info.json", "truth.nrrd"]
-    ct = read_ct(case / "ct")
-    assert ct.warnings == []
-    np.testing.assert_array_equal(ct.hu, np.rint(ph.ct.hu))
-    np.testing.assert_allclose(ct.spacing, ph.ct.spacing, atol=1e-6)
-    np.testing.assert_allclose(ct.origin, ph.ct.origin, atol=1e-6)
-    np.testing.assert_allclose(ct.direction, ph.ct.direction, atol=1e-9)
-    assert ct.metadata["series_description"] == "Pneumothorax phantom"
-    mask, header = nrrd.read(str(case / "truth.nrrd"), index_order="C")
-    np.testing.assert_array_equal(mask, ph.truth)
-    assert header["space"] == "left-posterior-superior"
-    # NRRD index (i, j, k) -> LPS must equal the CT's (k, j, i) -> LPS, voxel for voxel.
-    idx = np.argwhere(ph.truth)[:: max(1, ph.truth.sum() // 50)]
-    lps_nrrd = header["space origin"] + idx[:, ::-1] @ header["space directions"]
-    np.testing.assert_allclose(lps_nrrd, ct.index_to_lps(idx), atol=1e-6)
-    info = json.loads((case / "info.json").read_text())
-    assert info["volume_ml"] == pytest.approx(ph.info["volume_ml"])
-    with pytest.raises(FileExistsError):
-        write_phantom_case(ph, case)
-
-
-def test_sample_phantom_layers():
-    layers = sample_phantom()
-    (hu, kw, kind), (truth, tkw, tkind) = layers
-    assert kind == "image" and tkind == "labels"
-    assert kw["name"] == "Pneumothorax phantom" and tkw["name"] == "Pneumothorax phantom truth"
-    assert hu.shape == truth.shape == (60, 256, 256) and truth.any()
-    assert kw["scale"] == tkw["scale"] == (5.0, 1.4, 1.4)
-    assert kw["contrast_limits"] == (-1000, 400)
-    assert kw["metadata"]["phantom"]["side"] == "left"
 
 
 def test_phantom_module_imports_no_gui():
