@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 
 import numpy as np
@@ -10,11 +12,7 @@ import pytest
 from pydicom import config
 
 from napari_pneumoseg.ct import CTVolume, read_ct
-from napari_pneumoseg.ct.write import (
-    HU_RANGE,
-    atomic_folder,
-    write_dicom_series,
-)
+from napari_pneumoseg.ct.write import HU_RANGE, write_dicom_series
 from napari_pneumoseg.progress import Cancelled
 
 STANDARD = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
@@ -191,16 +189,22 @@ def test_cancel_leaves_nothing_and_progress_reaches_the_end(tmp_path):
     assert seen[-1] == (20, 20)
 
 
-def test_atomic_folder_keeps_the_old_contents_on_error(tmp_path):
-    target = tmp_path / "x"
-    target.mkdir()
-    (target / "a").write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_folder(target, overwrite=True) as tmp:
-            (tmp / "b").write_text("new")
-            raise RuntimeError("boom")
-    assert [p.name for p in target.iterdir()] == ["a"]
-    with atomic_folder(target, overwrite=True) as tmp:
-        (tmp / "b").write_text("new")
-    assert [p.name for p in target.iterdir()] == ["b"]
-    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_series_folder_and_files_get_the_umask_permissions(tmp_path, umask):
+    """Not the private 0700/0600 of temp files: a colleague can read what the umask allows."""
+    old = os.umask(umask)
+    try:
+        files = write_dicom_series(_ct(shape=(3, 8, 8)), tmp_path / "series")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "series").stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o666 & ~umask}
+    assert [p.name for p in tmp_path.iterdir()] == ["series"]
+
+
+def test_atomic_folder_is_the_shared_one():
+    """Until the phantom writer imports it from io.atomic, ct.write still offers the same object."""
+    from napari_pneumoseg.ct import write
+    from napari_pneumoseg.io import atomic
+
+    assert write.atomic_folder is atomic.atomic_folder

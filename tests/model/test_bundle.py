@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import zipfile
 
 import numpy as np
@@ -84,6 +86,35 @@ def test_failed_save_leaves_nothing_behind(small_bundle, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         save_model(small_bundle, tmp_path / "m.pnxmodel")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_saved_model_gets_the_umask_permissions(small_bundle, tmp_path, umask):
+    """A model is shared with colleagues: not the private 0600 of its temp file."""
+    old = os.umask(umask)
+    try:
+        path = save_model(small_bundle, tmp_path / "m.pnxmodel")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pnxmodel"]
+
+
+def test_save_does_not_clobber_a_file_that_appears_meanwhile(small_bundle, tmp_path, monkeypatch):
+    import napari_pneumoseg.model.bundle as bundle_module
+
+    path = tmp_path / "m.pnxmodel"
+    real = bundle_module._save_layer_weights
+
+    def racing(model, weights):
+        real(model, weights)
+        path.write_bytes(b"someone else's model")
+
+    monkeypatch.setattr(bundle_module, "_save_layer_weights", racing)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_model(small_bundle, path)
+    assert path.read_bytes() == b"someone else's model"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pnxmodel"]
 
 
 def test_save_wants_the_pnxmodel_suffix(small_bundle, tmp_path):

@@ -1,22 +1,21 @@
 """Write a :class:`CTVolume` as a CT DICOM series, and masks on its grid as NRRD.
 
-Writing is all or nothing: files go to a hidden temporary sibling folder
-that is renamed into place only when complete, so a failed or cancelled
-write never leaves a half-written series behind.
+Writing is all or nothing (:func:`~napari_pneumoseg.io.atomic.atomic_folder`):
+files go to a hidden temporary sibling folder that is renamed into place only
+when complete, so a failed or cancelled write never leaves a half-written
+series behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import shutil
-import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..io.atomic import atomic_folder
 from ..progress import ProgressFn, check_cancel, report
 from .dicom import CT_IMAGE_STORAGE
 from .volume import CTVolume
@@ -27,48 +26,6 @@ PathLike = Union[str, os.PathLike]
 #: Stored value = round(HU) - intercept, in signed 16 bits (the usual scanner offset).
 RESCALE_INTERCEPT = -1024
 HU_RANGE = (-32768 + RESCALE_INTERCEPT, 32767 + RESCALE_INTERCEPT)
-
-
-@contextlib.contextmanager
-def atomic_folder(folder: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; it replaces ``folder`` only if the block succeeds.
-
-    Refuses (:class:`FileExistsError`) a ``folder`` that exists and is not
-    empty unless ``overwrite``; on any exception (including cancellation) the
-    temporary folder is removed and ``folder`` is left as it was.
-    """
-    folder = Path(folder)
-    if folder.exists():
-        if not folder.is_dir():
-            raise FileExistsError(f"{folder} exists and is a file, not a folder; choose another folder.")
-        if not overwrite and any(folder.iterdir()):
-            raise FileExistsError(
-                f"{folder} already exists and is not empty; choose a new or empty folder "
-                "(or pass overwrite=True to replace its contents)."
-            )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-    except BaseException:
-        if old is not None and not folder.exists():
-            os.rename(old, folder)
-            old = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _ds(value: float):

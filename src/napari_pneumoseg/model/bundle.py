@@ -17,15 +17,9 @@ Our format, ``*.pnxmodel``, is one zip file holding exactly two members:
 Loading rebuilds the architecture with our own :func:`build_unet` from the
 checked config and loads only arrays, so a model file cannot run code.
 
-Plain Keras files from elsewhere are accepted too: ``.keras`` and full-model
-``.h5`` files are loaded with Keras' ``safe_mode`` after our own scan of their
-architecture JSON refuses Lambda layers, code-wrapping layers and any class
-that is not a built-in Keras one; a weights-only ``.h5`` (what the seed
-paper's checkpoints were) is loaded into the paper's Unet-ResNet50. Their
-preprocessing is not recorded, so the paper's per-volume min-max is assumed,
-with a warning. (Checked with Keras 3.15: ``safe_mode`` also covers legacy
-``.h5`` full models there, refusing Python lambdas as for ``.keras``; our scan
-does not rely on it and runs before Keras deserialises anything.)
+Plain Keras files from elsewhere (``.keras``, full-model or weights-only
+``.h5``) are accepted too, through the same :func:`load_model`; how they are
+checked before Keras sees them is in :mod:`napari_pneumoseg.model.foreign`.
 """
 
 from __future__ import annotations
@@ -33,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shutil
 import tempfile
 import warnings
 import zipfile
@@ -43,9 +36,9 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from ._backend import keras_modules
+from ..io.atomic import atomic_path
 from .network import PAPER_BACKBONE, build_unet, check_architecture_args
-from .preprocess import DEFAULT_PREPROCESSING, PAPER_PREPROCESSING, validate_preprocessing
+from .preprocess import DEFAULT_PREPROCESSING, validate_preprocessing
 
 FORMAT_NAME = "napari-pneumoseg-model"
 SCHEMA_VERSION = 1
@@ -55,7 +48,6 @@ WEIGHTS_NAME = "model.weights.h5"
 DEFAULT_THRESHOLD = 0.5
 ARCHITECTURE_TYPE = "sm.Unet"
 _MAX_CONFIG_BYTES = 1 << 20
-_MAX_FOREIGN_CONFIG_BYTES = 64 << 20
 _MAX_WEIGHTS_BYTES = 4 << 30
 
 PathLike = Union[str, os.PathLike]
@@ -209,12 +201,46 @@ def _software_versions() -> dict:
 
 
 def save_model(bundle: ModelBundle, path: PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``bundle`` to one ``.pnxmodel`` file, atomically; return the path.
+    """Write ``bundle`` to one ``.pnxmodel`` file, atomically.
 
-    The file is assembled as a temp file in the same folder and only then
-    moved into place, so a crash or a full disk never leaves a half-written
-    model under the final name. An existing file is replaced only with
-    ``overwrite=True`` (FileExistsError otherwise).
+    The file is assembled as a hidden temp file in the same folder and only
+    then moved into place (see :func:`~napari_pneumoseg.io.atomic.atomic_path`),
+    so a crash, a cancel or a full disk never leaves a half-written model under
+    the final name, nor a temp file. The model gets the permissions of a new
+    file under the user's umask. Only the layers' weights are stored (no
+    optimizer state).
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+        A bundle of one of our networks (``architecture["type"] == "sm.Unet"``).
+    path : str or os.PathLike
+        The file to write; must end in ``.pnxmodel`` and its folder must exist.
+    overwrite : bool, default False
+        Replace an existing file (atomically).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        Wrong suffix, a foreign Keras model (not re-savable), or an invalid
+        config (threshold, preprocessing...).
+    FileExistsError
+        ``path`` exists (or appears while saving) and ``overwrite`` is false.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    TypeError
+        ``bundle.provenance`` holds a value that cannot be written as JSON.
+
+    Examples
+    --------
+    >>> bundle = ModelBundle.build("resnet18")  # doctest: +SKIP
+    >>> save_model(bundle, "lungs.pnxmodel")  # doctest: +SKIP
+    PosixPath('lungs.pnxmodel')
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -232,34 +258,15 @@ def save_model(bundle: ModelBundle, path: PathLike, *, overwrite: bool = False) 
     config["software"] = _software_versions()
     config["saved"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     config_bytes = json.dumps(config, indent=2, default=_json_default).encode("utf-8")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder does not exist: {path.parent}")
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pnxmodel-") as work:
-            weights = Path(work) / WEIGHTS_NAME
-            _save_layer_weights(bundle.model, weights)
-            with os.fdopen(fd, "wb") as fh:
-                fd = -1
-                with zipfile.ZipFile(fh, "w") as zf:
-                    zf.writestr(CONFIG_NAME, config_bytes, compress_type=zipfile.ZIP_DEFLATED)
-                    # Float weights barely compress; storing keeps saving and loading fast.
-                    zf.write(weights, WEIGHTS_NAME, compress_type=zipfile.ZIP_STORED)
-                fh.flush()
-                os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _move_no_clobber(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path, overwrite=overwrite) as tmp, \
+            tempfile.TemporaryDirectory(prefix="pnxmodel-") as work:
+        weights = Path(work) / WEIGHTS_NAME
+        _save_layer_weights(bundle.model, weights)
+        with zipfile.ZipFile(tmp, "w") as zf:
+            zf.writestr(CONFIG_NAME, config_bytes, compress_type=zipfile.ZIP_DEFLATED)
+            # Float weights barely compress; storing keeps saving and loading fast.
+            zf.write(weights, WEIGHTS_NAME, compress_type=zipfile.ZIP_STORED)
     return path
 
 
@@ -272,28 +279,44 @@ def _save_layer_weights(model, path: Path) -> None:
     saving_lib.save_weights_only(model, str(path), objects_to_skip=skip)
 
 
-def _move_no_clobber(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless something appeared there meanwhile."""
-    try:
-        os.link(tmp, path)  # atomic and fails if path exists
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-    except OSError:  # file system without hard links
-        if path.exists():
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
-
-
 # --------------------------------------------------------------------------- loading
 
 
 def load_model(path: PathLike) -> ModelBundle:
     """Load a ``.pnxmodel`` bundle, or a plain Keras ``.keras`` / ``.h5`` file, as a :class:`ModelBundle`.
 
-    Raises FileNotFoundError for a missing file and :class:`ModelLoadError`
-    (naming the file and the reason) for anything refused or unreadable.
+    The one entry point for every model file, dispatching by suffix. No model
+    file can run code: ``.pnxmodel`` rebuilds our own architecture from its
+    checked config and loads arrays only; plain Keras files are scanned and
+    refused if they hold code-running layers or custom objects (see
+    :mod:`napari_pneumoseg.model.foreign`), and are then used with the seed
+    paper's preprocessing assumed (a :class:`UserWarning`, also recorded in
+    ``bundle.warnings``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pnxmodel``, ``.keras``, ``.h5`` or ``.hdf5`` file.
+
+    Returns
+    -------
+    ModelBundle
+        The network with its preprocessing, threshold and provenance;
+        ``source`` is ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is not an existing file.
+    ModelLoadError
+        The file was refused or could not be loaded (the message names the
+        file and the reason), or its suffix is not one of the above.
+
+    Examples
+    --------
+    >>> bundle = load_model("lungs.pnxmodel")  # doctest: +SKIP
+    >>> bundle.preprocessing  # doctest: +SKIP
+    {'method': 'window', 'hu_min': -1100.0, 'hu_max': 300.0}
     """
     path = Path(path)
     if not path.is_file():
@@ -301,10 +324,10 @@ def load_model(path: PathLike) -> ModelBundle:
     suffix = path.suffix.lower()
     if suffix == SUFFIX:
         return _load_bundle(path)
-    if suffix == ".keras":
-        return _load_keras_v3(path)
-    if suffix in (".h5", ".hdf5"):
-        return _load_h5(path)
+    if suffix in (".keras", ".h5", ".hdf5"):
+        from .foreign import _load_h5, _load_keras_v3  # imports this module: keep it lazy
+
+        return _load_keras_v3(path) if suffix == ".keras" else _load_h5(path)
     raise ModelLoadError(
         f"{path}: unsupported model file type {path.suffix!r}; "
         f"expected {SUFFIX}, .keras or .h5"
@@ -380,184 +403,3 @@ def _load_weights_checked(model, weights: Path, path: Path) -> None:
     ]
     if problems:
         raise ModelLoadError(f"{path}: weights were only partly loaded: {problems[0]}")
-
-
-# ----- foreign Keras files
-
-#: Layers that run code or load other files/models when built; never loaded.
-_CODE_LAYERS = {
-    "Lambda": "a Lambda layer (its function is Python code stored in the file)",
-    "__lambda__": "a Python lambda stored in the file",
-    "TFOpLambda": "a TFOpLambda layer (a TensorFlow operation wrapped as code)",
-    "SlicingOpLambda": "a SlicingOpLambda layer (a TensorFlow operation wrapped as code)",
-    "TFSMLayer": "a TFSMLayer (it loads another SavedModel from disk)",
-    "TorchModuleWrapper": "a TorchModuleWrapper (a pickled PyTorch module)",
-    "JaxLayer": "a JaxLayer (wraps arbitrary JAX functions)",
-    "FlaxLayer": "a FlaxLayer (wraps arbitrary Flax modules)",
-}
-_MODEL_CLASSES = {"Functional", "Model", "Sequential"}
-
-
-#: Modules whose plain functions (activations, losses, metrics) a config may name.
-_FUNCTION_MODULES = ("activations", "losses", "metrics")
-
-
-def _builtin_layer_names() -> set[str]:
-    keras = keras_modules().keras
-    return {n for n in dir(keras.layers) if isinstance(getattr(keras.layers, n), type)} | _MODEL_CLASSES
-
-
-def scan_keras_config(config: Any) -> None:
-    """Refuse an architecture JSON that would run code or needs custom objects (raises ValueError).
-
-    Keras ``safe_mode`` already refuses Python lambdas; this check is stricter
-    and independent of it: no Lambda-like layer at all, every layer a built-in
-    Keras layer, and (Keras 3 files) every object from a ``keras`` module.
-    """
-    builtin = _builtin_layer_names()
-
-    def visit(obj: Any, is_layer: bool) -> None:
-        if isinstance(obj, list):
-            for item in obj:
-                visit(item, False)
-            return
-        if not isinstance(obj, dict):
-            return
-        name = obj.get("class_name")
-        if isinstance(name, str):
-            if name in _CODE_LAYERS:
-                raise ValueError(
-                    f"it contains {_CODE_LAYERS[name]}; such files are refused because "
-                    "loading them could run code"
-                )
-            registered = obj.get("registered_name")
-            module = obj.get("module")
-            custom = ">" in name or (is_layer and name not in builtin)
-            if isinstance(registered, str) and ">" in registered:
-                custom = True  # registered with keras.saving.register_keras_serializable
-            if "module" in obj:  # Keras 3 configs name the module of every object
-                if not (isinstance(module, str) and (module == "keras" or module.startswith("keras."))):
-                    custom = True
-                elif name == "function" and not any(f".{m}" in module for m in _FUNCTION_MODULES):
-                    custom = True  # only activations/losses/metrics, not e.g. keras.utils.get_file
-            if custom:
-                label = registered if isinstance(registered, str) else name
-                where = f" (module {module!r})" if isinstance(module, str) else ""
-                raise ValueError(
-                    f"it needs the unknown custom object {label!r}{where}; only built-in Keras "
-                    "layers are accepted (custom code is never loaded from model files)"
-                )
-        for key, value in obj.items():
-            if key == "layers" and isinstance(value, list):
-                for layer in value:
-                    visit(layer, True)
-            else:
-                visit(value, False)
-
-    visit(config, True)
-
-
-def _foreign_warning(path: Path, what: str) -> str:
-    return (
-        f"{path.name}: {what} records no preprocessing; assuming the seed paper's per-volume "
-        "min-max scaling to [0, 1] and threshold 0.5. If the model was trained otherwise its "
-        "results will be wrong."
-    )
-
-
-def _wrap_foreign(model, path: Path, kind: str, architecture: dict) -> ModelBundle:
-    _check_io_shapes(model, path)
-    message = _foreign_warning(path, f"this {kind}")
-    warnings.warn(message, UserWarning, stacklevel=4)
-    if architecture.get("type") == "keras":
-        architecture = {**architecture, "input_channels": int(model.input_shape[-1])}
-    return ModelBundle(
-        model=model,
-        architecture=architecture,
-        preprocessing=dict(PAPER_PREPROCESSING),
-        threshold=DEFAULT_THRESHOLD,
-        provenance={"source_file": path.name, "source_format": kind},
-        source=path,
-        warnings=[message],
-    )
-
-
-def _check_io_shapes(model, path: Path) -> None:
-    try:
-        ins, outs = model.input_shape, model.output_shape
-    except Exception as exc:  # multi-input models etc.
-        raise ModelLoadError(f"{path}: unsupported model inputs/outputs ({exc})") from None
-    if not (isinstance(ins, tuple) and len(ins) == 4 and isinstance(outs, tuple) and len(outs) == 4):
-        raise ModelLoadError(
-            f"{path}: expected one image input (batch, y, x, channels) and one output of the "
-            f"same kind, got input {ins} and output {outs}"
-        )
-    if outs[-1] != 1:
-        raise ModelLoadError(f"{path}: expected a one-channel (sigmoid) output, got {outs[-1]} channels")
-
-
-def _safe_keras_load(path: Path):
-    keras = keras_modules().keras
-    try:
-        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: Keras could not load this model safely: {exc}") from None
-
-
-def _load_keras_v3(path: Path) -> ModelBundle:
-    keras_modules()
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if zf.getinfo("config.json").file_size > _MAX_FOREIGN_CONFIG_BYTES:
-                raise ModelLoadError(f"{path}: config.json is implausibly large")
-            raw = zf.read("config.json")
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise ModelLoadError(f"{path}: not a valid .keras file ({exc})") from None
-    try:
-        scan_keras_config(json.loads(raw.decode("utf-8")))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path}: refused: {exc}") from None
-    model = _safe_keras_load(path)
-    return _wrap_foreign(model, path, ".keras model", {"type": "keras", "file": path.name})
-
-
-def _load_h5(path: Path) -> ModelBundle:
-    import h5py
-
-    keras_modules()
-    try:
-        with h5py.File(path, "r") as f:
-            model_config = f.attrs.get("model_config")
-            legacy_weights = "layer_names" in f.attrs
-            v3_weights = "layers" in f and "vars" in f
-    except OSError as exc:
-        raise ModelLoadError(f"{path}: not a readable HDF5 file ({exc})") from None
-    if model_config is not None:
-        if isinstance(model_config, bytes):
-            model_config = model_config.decode("utf-8")
-        try:
-            scan_keras_config(json.loads(model_config))
-        except (ValueError, TypeError) as exc:
-            raise ModelLoadError(f"{path}: refused: {exc}") from None
-        model = _safe_keras_load(path)
-        return _wrap_foreign(model, path, "full-model .h5 file", {"type": "keras", "file": path.name})
-    if not (legacy_weights or v3_weights):
-        raise ModelLoadError(f"{path}: HDF5 file holds neither a Keras model nor Keras weights")
-    # Weights only (the paper's checkpoints): load into the paper's architecture.
-    arch = _unet_architecture(PAPER_BACKBONE, 1)
-    model = build_unet(PAPER_BACKBONE, 1, None)
-    if v3_weights:
-        with tempfile.TemporaryDirectory(prefix="pnxmodel-") as work:
-            target = Path(work) / WEIGHTS_NAME  # Keras picks the reader by this suffix
-            shutil.copyfile(path, target)
-            _load_weights_checked(model, target, path)
-    else:
-        try:
-            model.load_weights(str(path))  # Keras' legacy HDF5 loader: layer by layer, shapes checked
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{path}: these weights do not fit the seed paper's Unet-ResNet50 with one input "
-                f"channel: {exc}"
-            ) from None
-    return _wrap_foreign(model, path, "weights-only .h5 file (loaded into the paper's Unet-ResNet50)", arch)
-

@@ -53,7 +53,8 @@ def write_phantom_case(phantom: Phantom, folder: str | os.PathLike, *, overwrite
     >>> sorted(p.name for p in case.iterdir())
     ['ct', 'info.json', 'truth.nrrd']
     """
-    from ..ct.write import atomic_folder, write_dicom_series
+    from ..ct.write import write_dicom_series
+    from ..io.atomic import atomic_folder
     from ..io.masks import write_mask
 
     folder = Path(folder)
