@@ -70,6 +70,12 @@ def read_ct(
     With several series present, the one with the most axial CT slices is
     read (the others are named in ``warnings``) unless ``series_uid`` picks
     one. Raises :class:`CTReadError` when no CT volume can be formed.
+
+    Headers are parsed one file after another; pixel data are decoded by
+    ``workers`` threads (default ``min(8, 2 * os.cpu_count())``).
+    ``progress(done, total, text)`` is called while headers are read and while
+    pixels are decoded; ``cancel`` is checked every few files and raises
+    :class:`~napari_pneumoseg.progress.Cancelled`.
     """
     files = _list_files(path)
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
@@ -78,7 +84,8 @@ def read_ct(
     # 1. Parse every file once (headers and raw pixel bytes; decoding comes later).
     datasets: list[tuple[Path, Any]] = []
     skipped: dict[str, list[str]] = defaultdict(list)
-    # Serial: parsing is pure Python and holds the GIL (threads measured slower).
+    # Serial on purpose: parsing is pure Python and holds the GIL, so threads do not
+    # speed it up (see benchmarks/README.md, "Reading").
     for i, file in enumerate(files):
         if i % 16 == 0:
             check_cancel(cancel)
@@ -569,8 +576,9 @@ _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 def _native_pixels(ds, s: _Slice) -> Optional[np.ndarray]:
     """Uncompressed little-endian 16-bit pixels straight from the buffer, else None.
 
-    The common CT case; it skips pydicom's general decoder (about 25x faster)
-    and gives the same values (a test compares them).
+    The common CT case; it skips pydicom's general decoder, which is much
+    slower (see benchmarks/README.md, "Reading"), and gives the same values
+    (a test compares them).
     """
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", ""))

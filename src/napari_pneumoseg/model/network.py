@@ -35,7 +35,8 @@ PAPER_BACKBONE = "resnet50"
 #: Parameter counts of the paper's network (resnet50, 1 input channel).
 PAPER_TOTAL_PARAMS = 32_554_836
 PAPER_TRAINABLE_PARAMS = 32_507_282
-#: Network cost of one 512x512 slice, for throughput figures.
+#: Network cost of one 512x512 slice (GFLOP). The benchmarks scale it by the pixels a
+#: run fed the network to report GFLOP/s (see benchmarks/README.md).
 PAPER_GFLOP_PER_512_SLICE = 84.2
 
 #: Backbones accepted in model files. All build with Keras 3 here (resnet18/34/
