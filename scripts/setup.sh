@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian/Ubuntu machine for napari-pneumoseg: the Debian libraries Qt and
 # Xvfb need (when missing and run as root), a virtual environment in .venv, and the
-# package with its test extras. Safe to run again; it only installs what is missing.
+# package with its test and lint extras. Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +32,4 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q -e ".[testing]"
+python -m pip install -q -e ".[testing,lint]"  # lint: ruff, which .ci/run runs
