@@ -7,7 +7,11 @@ import time
 import pytest
 
 from napari_pneumoseg import Cancelled
-from napari_pneumoseg.engine import Engine, EngineError
+import numpy as np
+
+from napari_pneumoseg import CTVolume
+from napari_pneumoseg.engine import (Engine, EngineError, Request, SegmentRequest,
+                                     SelfTestRequest, TrainRequest)
 
 
 @pytest.fixture(scope="module")
@@ -23,28 +27,46 @@ def test_engine_runs_jobs_with_progress_and_stays_alive(engine):
     info = engine.wait_ready()
     assert info["tensorflow"].startswith("2.") and any("CPU" in d for d in info["devices"])
     seen = []
-    result = engine.call("selftest", {"steps": 4, "step_s": 0.01}, progress=lambda *a: seen.append(a))
+    result = engine.call(SelfTestRequest(steps=4, step_s=0.01), progress=lambda *a: seen.append(a))
     assert result["steps"] == 4 and result["pid"] == info["pid"]
     assert [s[0] for s in seen] == [1, 2, 3, 4] and seen[-1][1] == 4
     # Same process serves the next job (model caches survive between jobs).
-    assert engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] == info["pid"]
+    assert engine.call(SelfTestRequest(steps=1, step_s=0))["pid"] == info["pid"]
 
 
 def test_a_failing_job_is_a_clear_error_and_the_engine_survives(engine):
     pid = engine.wait_ready()["pid"]
     with pytest.raises(EngineError, match="self-test failure requested"):
-        engine.call("selftest", {"steps": 3, "fail": 1})
-    assert engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] == pid
+        engine.call(SelfTestRequest(steps=3, fail=1))
+    assert engine.call(SelfTestRequest(steps=1, step_s=0))["pid"] == pid
 
 
-def test_unknown_job(engine):
+def test_unknown_job_and_unknown_parameters_are_refused(engine):
+    class Nope(Request):
+        kind = "nope"
+
     with pytest.raises(EngineError, match="unknown engine job 'nope'"):
-        engine.call("nope", {})
+        engine.call(Nope())
+    with pytest.raises(TypeError, match="engine Request"):
+        engine.call({"kind": "selftest"})
+    with pytest.raises(ValueError, match=r"unknown selftest job parameters: \['bogus'\]"):
+        SelfTestRequest.from_params({"steps": 1, "bogus": 2})
+
+
+def test_requests_cross_as_plain_data_and_come_back_equal():
+    ct = CTVolume(np.zeros((2, 3, 4), np.float32), spacing=(2.5, 0.7, 0.7), origin=(1.0, 2.0, 3.0))
+    request = SegmentRequest.for_ct(ct, ct_file="/x/ct.npy", out_dir="/x", model="/m.pnxmodel",
+                                    threshold=0.4, crop_chest=False)
+    params = request.as_params()
+    assert params["spacing"] == (2.5, 0.7, 0.7) and params["direction"] == ct.direction.tolist()
+    assert SegmentRequest.from_params(params) == request
+    train = TrainRequest(out="/m.pnxmodel", epochs=3, patch_size=None)
+    assert train.train_options() == {"epochs": 3, "overwrite": False}
 
 
 def test_cancel_stops_a_job_between_steps(engine):
     pid = engine.wait_ready()["pid"]
-    gen = engine.run("selftest", {"steps": 200, "step_s": 0.05})
+    gen = engine.run(SelfTestRequest(steps=200, step_s=0.05))
     next(gen)
     engine.cancel()
     t = time.monotonic()
@@ -52,12 +74,12 @@ def test_cancel_stops_a_job_between_steps(engine):
         for _ in gen:
             pass
     assert time.monotonic() - t < 3
-    assert engine.alive and engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] == pid
+    assert engine.alive and engine.call(SelfTestRequest(steps=1, step_s=0))["pid"] == pid
 
 
 def test_hard_cancel_kills_a_job_that_ignores_cancel_and_engine_restarts(engine):
     old = engine.wait_ready()["pid"]
-    gen = engine.run("selftest", {"steps": 400, "step_s": 0.05, "ignore_cancel": True})
+    gen = engine.run(SelfTestRequest(steps=400, step_s=0.05, ignore_cancel=True))
     next(gen)
     engine.cancel()
     t = time.monotonic()
@@ -66,20 +88,20 @@ def test_hard_cancel_kills_a_job_that_ignores_cancel_and_engine_restarts(engine)
             pass
     assert time.monotonic() - t < engine.cancel_grace + 3
     assert not engine.alive
-    assert engine.call("selftest", {"steps": 1, "step_s": 0})["pid"] != old
+    assert engine.call(SelfTestRequest(steps=1, step_s=0))["pid"] != old
 
 
 def test_a_crash_mid_job_is_a_clear_error_not_a_hang(engine):
     engine.wait_ready()
     with pytest.raises(EngineError, match="stopped unexpectedly during the job"):
-        engine.call("selftest", {"steps": 10, "step_s": 0.05, "crash": 2})
+        engine.call(SelfTestRequest(steps=10, step_s=0.05, crash=2))
     assert not engine.alive
-    assert engine.call("selftest", {"steps": 1, "step_s": 0})["steps"] == 1
+    assert engine.call(SelfTestRequest(steps=1, step_s=0))["steps"] == 1
 
 
 def test_a_killed_engine_is_a_clear_error(engine):
     engine.wait_ready()
-    gen = engine.run("selftest", {"steps": 100, "step_s": 0.05})
+    gen = engine.run(SelfTestRequest(steps=100, step_s=0.05))
     next(gen)
     engine._proc.kill()
     with pytest.raises(EngineError, match="stopped unexpectedly"):
@@ -89,5 +111,5 @@ def test_a_killed_engine_is_a_clear_error(engine):
 
 def test_events_reach_the_client(engine):
     events = []
-    engine.call("selftest", {"steps": 3, "step_s": 0, "events": True}, event=events.append)
+    engine.call(SelfTestRequest(steps=3, step_s=0, events=True), event=events.append)
     assert events == [{"step": 1}, {"step": 2}, {"step": 3}]

@@ -87,6 +87,51 @@ class RateMeter:
         return f"{done}/{total} {self.unit}, {rate:.2f}/s, ETA {eta:.0f} s"
 
 
+class BackgroundJob:
+    """One background run of a widget, with a deterministic order: the outcome always wins.
+
+    ``job`` is a generator function run in napari's worker thread; what it
+    yields goes to ``on_progress`` and what it returns to ``on_result`` (or an
+    exception to ``on_error``), all on the GUI thread. Once the outcome has been
+    handled, nothing that arrives later (a progress message still queued, a
+    yield after the result) is passed on, so the widget's final state is the
+    outcome's. ``on_done`` runs last, after the outcome, whatever it was.
+    :attr:`done` turns True after ``on_done``: tests wait on it.
+    """
+
+    def __init__(self, job: Callable, *, on_progress: Callable, on_result: Callable,
+                 on_error: Callable, on_done: Callable):
+        from napari.qt.threading import create_worker
+
+        self.final = False
+        self.done = False
+        self._on_progress, self._on_result = on_progress, on_result
+        self._on_error, self._on_done = on_error, on_done
+        # Errors are handled (shown as messages), so napari must not re-raise them.
+        self.worker = create_worker(job, _connect={
+            "yielded": self._progress, "returned": self._result, "errored": self._error,
+            "finished": self._finished})
+
+    def _progress(self, item) -> None:
+        if not self.final:
+            self._on_progress(item)
+
+    def _result(self, value) -> None:
+        self.final = True
+        self._on_result(value)
+
+    def _error(self, exc: BaseException) -> None:
+        self.final = True
+        self._on_error(exc)
+
+    def _finished(self) -> None:
+        self.final = True
+        try:
+            self._on_done()
+        finally:
+            self.done = True
+
+
 def ask_yes_no(parent, title: str, question: str) -> bool:
     from qtpy.QtWidgets import QMessageBox
 

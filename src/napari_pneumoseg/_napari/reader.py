@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from ..ct import CTVolume, read_ct
-from ..ct.dicom import iter_dicom_files, looks_like_dicom
+from ..ct.dicom import first_dicom_file, looks_like_dicom
 
 PathOrPaths = Union[str, list[str]]
 
@@ -16,12 +16,17 @@ DEFAULT_CONTRAST_HU = (-1000.0, 400.0)
 
 
 def get_reader(path: PathOrPaths) -> Optional[Callable]:
-    """Return the CT reader if ``path`` holds DICOM, else None (so napari asks others)."""
+    """Return the CT reader if ``path`` holds DICOM, else None (so napari asks others).
+
+    Cheap, as napari asks every reader on the GUI thread: a folder is accepted
+    on the first DICOM file found (:func:`~napari_pneumoseg.ct.dicom.first_dicom_file`),
+    without listing the whole tree; the reading itself checks everything.
+    """
     paths = path if isinstance(path, list) else [path]
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            if next(iter(iter_dicom_files(p)), None) is None:
+            if first_dicom_file(p) is None:
                 return None
         elif not (p.is_file() and looks_like_dicom(p)):
             return None

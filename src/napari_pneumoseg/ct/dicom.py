@@ -644,6 +644,45 @@ def iter_dicom_files(folder: PathLike) -> Iterable[Path]:
             yield f
 
 
+#: How many files :func:`first_dicom_file` opens before it gives up on a folder.
+SNIFF_MAX_FILES = 64
+
+
+def first_dicom_file(folder: PathLike, *, max_files: int = SNIFF_MAX_FILES) -> Optional[Path]:
+    """A DICOM file in ``folder`` or below, found cheaply; None if none is found soon.
+
+    For napari's reader hook, which runs on the GUI thread and must decide
+    quickly: the tree is walked lazily (no listing or sorting of the whole
+    tree), hidden files and folders are skipped, and at most ``max_files``
+    files are opened (132 bytes each) before the answer is no.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to look in.
+    max_files : int, optional
+        Files to open at most.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The first file found that starts like DICOM (preamble + ``DICM``).
+    """
+    opened = 0
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            if looks_like_dicom(path):
+                return path
+            opened += 1
+            if opened >= max_files:
+                return None
+    return None
+
+
 def looks_like_dicom(file: Path) -> bool:
     """True if ``file`` has the DICOM preamble and 'DICM' prefix."""
     try:

@@ -1,5 +1,7 @@
 """The engine process that runs the network outside napari's process."""
 
 from .client import Engine, EngineError, JobFiles
+from .requests import Request, SegmentRequest, SelfTestRequest, TrainRequest
 
-__all__ = ["Engine", "EngineError", "JobFiles"]
+__all__ = ["Engine", "EngineError", "JobFiles", "Request", "SegmentRequest", "SelfTestRequest",
+           "TrainRequest"]

@@ -18,9 +18,10 @@ import threading
 import time
 from multiprocessing.connection import Listener
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Generator, Optional
 
 from ..progress import Cancelled
+from .requests import Request
 
 
 class EngineError(Exception):
@@ -174,18 +175,45 @@ class Engine:
         """Ask the running job to stop (thread-safe); it is killed if it does not."""
         self._cancel.set()
 
-    def run(self, kind: str, params: dict, *, cancel_grace: Optional[float] = None) -> Iterator[tuple]:
-        """Run one job; yields progress tuples, returns the result dict.
+    def run(self, request: Request, *, cancel_grace: Optional[float] = None) -> Generator[tuple, None, dict]:
+        """Run one job; yields progress and event tuples, returns the result dict.
 
-        After a cancel the job has ``cancel_grace`` seconds (default: the
-        engine's) to stop by itself before the process is killed.
+        Use it as ``result = yield from engine.run(request)`` inside a generator
+        (a napari worker), or :meth:`call` for the plain result.
+
+        Parameters
+        ----------
+        request : Request
+            A :class:`SegmentRequest`, :class:`TrainRequest` or :class:`SelfTestRequest`.
+        cancel_grace : float, optional
+            Seconds a cancelled job may take to stop by itself before the process
+            is killed (default: the engine's).
+
+        Yields
+        ------
+        tuple
+            ``("progress", done, total, text)`` or ``("event", dict)``.
+
+        Returns
+        -------
+        dict
+            The job's result.
+
+        Raises
+        ------
+        EngineError
+            The job failed (the message is meant for the user) or the engine died.
+        napari_pneumoseg.progress.Cancelled
+            :meth:`cancel` was called.
         """
+        if not isinstance(request, Request):
+            raise TypeError(f"request must be an engine Request, got {type(request).__name__}")
         grace = self.cancel_grace if cancel_grace is None else cancel_grace
         self.wait_ready()
         job_id = next(self._ids)
         self._cancel.clear()
         conn = self._conn
-        conn.send(("job", job_id, kind, params))
+        conn.send(("job", job_id, request.kind, request.as_params()))
         cancel_sent_at: Optional[float] = None
         while True:
             if self._cancel.is_set() and cancel_sent_at is None:
@@ -228,9 +256,10 @@ class Engine:
                 _, _, name, text, tb = message
                 raise EngineError(f"{text}" if name in _USER_ERRORS else f"{name}: {text}\n\n{tb}")
 
-    def call(self, kind: str, params: dict, progress=None, event=None) -> dict:
-        """Run a job to the end, passing progress to ``progress(done, total, text)``."""
-        gen = self.run(kind, params)
+    def call(self, request: Request, progress=None, event=None) -> dict:
+        """Run a job to the end, passing progress to ``progress(done, total, text)`` and
+        events to ``event(dict)``; returns the result (see :meth:`run`)."""
+        gen = self.run(request)
         while True:
             try:
                 item = next(gen)

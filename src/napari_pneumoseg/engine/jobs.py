@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..progress import check_cancel
+from .requests import REQUESTS, SegmentRequest, SelfTestRequest, TrainRequest
 
 _models: dict[tuple[str, float], Any] = {}
 
@@ -29,11 +30,12 @@ def warm_up() -> dict:
 
 
 def run(kind: str, params: dict, *, progress: Callable, cancel, event: Callable = None) -> dict:
+    """Run the job ``kind`` with ``params`` (a request's plain data, see :mod:`.requests`)."""
     try:
-        job = JOBS[kind]
+        request_type, job = REQUESTS[kind], JOBS[kind]
     except KeyError:
         raise ValueError(f"unknown engine job {kind!r}") from None
-    return job(params, progress=progress, cancel=cancel, event=event)
+    return job(request_type.from_params(params), progress=progress, cancel=cancel, event=event)
 
 
 def _model(path: str):
@@ -47,80 +49,57 @@ def _model(path: str):
     return _models[key]
 
 
-def segment_job(params: dict, *, progress, cancel, event=None) -> dict:
+def segment_job(request: SegmentRequest, *, progress, cancel, event=None) -> dict:
     from ..ct import CTVolume
     from ..model import segment
 
-    ct = CTVolume(
-        hu=np.load(params["ct"], mmap_mode="r"),
-        spacing=params["spacing"],
-        origin=params.get("origin", (0.0, 0.0, 0.0)),
-        direction=np.asarray(params.get("direction", np.eye(3)[::-1])),
-    )
+    ct = CTVolume(hu=np.load(request.ct, mmap_mode="r"), spacing=request.spacing,
+                  origin=request.origin, direction=np.asarray(request.direction))
     progress(0, ct.shape[0], "loading model")
-    bundle = _model(params["model"])
+    bundle = _model(request.model)
     check_cancel(cancel)
     start = time.monotonic()
-    want_probs = bool(params.get("probabilities"))
-    result = segment(
-        ct, bundle,
-        batch_size=params.get("batch_size", 4),
-        threshold=params.get("threshold"),
-        return_probabilities=want_probs,
-        crop_chest=params.get("crop_chest", True),
-        skip_slices=params.get("skip_slices", True),
-        return_info=True,
-        progress=progress, cancel=cancel,
-    )
-    mask, probabilities, info = result if want_probs else (result[0], None, result[1])
-    out = Path(params["out_dir"])
-    np.save(out / "mask.npy", mask)
+    result = segment(ct, bundle, batch_size=request.batch_size, threshold=request.threshold,
+                     return_probabilities=request.probabilities, crop_chest=request.crop_chest,
+                     skip_slices=request.skip_slices, progress=progress, cancel=cancel)
+    out = Path(request.out_dir)
+    np.save(out / "mask.npy", result.mask)
     paths = {"mask": str(out / "mask.npy"), "probabilities": None}
-    if probabilities is not None:
-        np.save(out / "probabilities.npy", probabilities)
+    if result.probabilities is not None:
+        np.save(out / "probabilities.npy", result.probabilities)
         paths["probabilities"] = str(out / "probabilities.npy")
     return {**paths, "seconds": time.monotonic() - start, "model_config": bundle.config,
-            "info": info.as_dict()}
+            "info": result.info.as_dict()}
 
 
-def selftest_job(params: dict, *, progress, cancel, event=None) -> dict:
-    """Exercise the engine's plumbing without the network (diagnostics and tests).
-
-    Counts ``steps`` steps of ``step_s`` seconds, honouring cancel between steps
-    unless ``ignore_cancel`` (to check the client's hard cancel); ``fail``
-    raises a ValueError, ``crash`` ends the process abruptly.
-    """
-    steps, step_s = int(params.get("steps", 5)), float(params.get("step_s", 0.1))
-    for i in range(steps):
-        if params.get("crash") and i == params["crash"]:
+def selftest_job(request: SelfTestRequest, *, progress, cancel, event=None) -> dict:
+    """Exercise the engine's plumbing without the network (see :class:`.SelfTestRequest`)."""
+    for i in range(request.steps):
+        if request.crash and i == request.crash:
             os._exit(3)
-        if params.get("fail") and i == params["fail"]:
+        if request.fail and i == request.fail:
             raise ValueError("self-test failure requested")
-        if not params.get("ignore_cancel"):
+        if not request.ignore_cancel:
             check_cancel(cancel)
-        time.sleep(step_s)
-        progress(i + 1, steps, f"step {i + 1}")
-        if event is not None and params.get("events"):
+        time.sleep(request.step_s)
+        progress(i + 1, request.steps, f"step {i + 1}")
+        if event is not None and request.events:
             event({"step": i + 1})
-    return {"steps": steps, "pid": os.getpid()}
+    return {"steps": request.steps, "pid": os.getpid()}
 
 
-def train_job(params: dict, *, progress, cancel, event=None) -> dict:
+def train_job(request: TrainRequest, *, progress, cancel, event=None) -> dict:
     """Train from a dataset folder or from arrays saved by the client; save curves beside the model."""
     from ..training import train
     from ..training.curves import save_curves_png
 
-    if "dataset" in params:
-        cases = params["dataset"]
+    if request.dataset:
+        cases = request.dataset
     else:
-        cases = [(np.load(c["ct"]), np.load(c["mask"]), tuple(c["spacing"])) for c in params["cases"]]
-    options = {k: params[k] for k in ("epochs", "batch_size", "learning_rate", "patience", "split",
-                                      "seed", "patch_size", "augment", "backbone",
-                                      "encoder_weights", "steps_per_epoch", "overwrite")
-               if k in params}
-    result = train(cases, params["out"], progress=progress, cancel=cancel,
+        cases = [(np.load(c["ct"]), np.load(c["mask"]), tuple(c["spacing"])) for c in request.cases]
+    result = train(cases, request.out, progress=progress, cancel=cancel,
                    on_epoch=(lambda epoch, logs: event({"epoch": epoch, "logs": logs}))
-                   if event else None, **options)
+                   if event else None, **request.train_options())
     curves = None
     if result.history and result.model_path is not None:
         curves = str(Path(result.model_path).with_suffix(".curves.png"))

@@ -66,6 +66,53 @@ def load_cases(cases: Union[str, os.PathLike, Sequence[Any]], progress=None) -> 
     return out
 
 
+def pair_with_truth(cts: Sequence[tuple[str, tuple]], labels: Sequence[tuple[str, tuple]]) -> list[int]:
+    """Which ground-truth mask goes with each CT, by the Train widget's rule.
+
+    A CT named ``N`` is paired with the mask named ``"N truth"`` or, failing that,
+    with the only mask of its shape.
+
+    Parameters
+    ----------
+    cts : sequence of (str, tuple)
+        Name and shape ``(z, y, x)`` of each CT.
+    labels : sequence of (str, tuple)
+        Name and shape of each candidate mask.
+
+    Returns
+    -------
+    list of int
+        For each CT, the index of its mask in ``labels``.
+
+    Raises
+    ------
+    ValueError
+        A CT has no mask (none named for it and none or several of its shape),
+        or the mask named for it has another shape; the message says which and
+        how to fix it.
+
+    Examples
+    --------
+    >>> pair_with_truth([("a", (4, 8, 8))], [("b", (4, 8, 8)), ("a truth", (4, 8, 8))])
+    [1]
+    """
+    out = []
+    for name, shape in cts:
+        shape = tuple(shape)
+        named = [k for k, (lname, _) in enumerate(labels) if lname == f"{name} truth"]
+        same = [k for k, (_, lshape) in enumerate(labels) if tuple(lshape) == shape]
+        match = named or (same if len(same) == 1 else [])
+        if not match:
+            several = f" ({len(same)} masks have its shape)" if len(same) > 1 else ""
+            raise ValueError(f"no ground-truth mask for '{name}'{several}: name one "
+                             f"'{name} truth' (shape {shape})")
+        lname, lshape = labels[match[0]]
+        if tuple(lshape) != shape:
+            raise ValueError(f"'{lname}' has shape {tuple(lshape)} but '{name}' has {shape}")
+        out.append(match[0])
+    return out
+
+
 def _check(case: Case) -> None:
     if case.hu.ndim != 3:
         raise ValueError(f"{case.name}: the CT must be 3-D (z, y, x), got shape {case.hu.shape}")
