@@ -30,12 +30,12 @@ from ..io.grid import (
     as_grid,
     closest_axial,
 )
-from ..io.masks import DEFAULT_COLOR, DEFAULT_NAME, load_mask, write_mask
+from ..io.masks import DEFAULT_COLOR, DEFAULT_NAME, NON_DICOM_SUFFIXES, load_mask, write_mask
 
 PathOrPaths = Union[str, list[str]]
 
 #: Files this reader opens (DICOM-SEG is left to the DICOM reader hook).
-MASK_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii")
+MASK_SUFFIXES = NON_DICOM_SUFFIXES
 
 
 def get_mask_reader(path: PathOrPaths) -> Optional[Callable]:

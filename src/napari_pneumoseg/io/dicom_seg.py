@@ -22,7 +22,17 @@ from typing import Optional, Union
 import numpy as np
 
 from .atomic import atomic_path
-from .grid import Grid, MaskFile, MaskFileError, MaskGeometryError, Segment, align_to, as_grid
+from .grid import (
+    DEFAULT_COLOR,
+    DEFAULT_NAME,
+    Grid,
+    MaskFile,
+    MaskFileError,
+    MaskGeometryError,
+    Segment,
+    align_to,
+    as_grid,
+)
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,8 +48,8 @@ FRACTIONAL_THRESHOLD = 0.5
 # --------------------------------------------------------------------------- write
 
 
-def write_dicom_seg(mask: np.ndarray, path: PathLike, ct, *, name: str = "Pneumothorax",
-                    color=(1.0, 0.6, 0.0), overwrite: bool = False, fractional: bool = False,
+def write_dicom_seg(mask: np.ndarray, path: PathLike, ct, *, name: str = DEFAULT_NAME,
+                    color=DEFAULT_COLOR, overwrite: bool = False, fractional: bool = False,
                     series_number: int = 1000, series_description: Optional[str] = None) -> None:
     """Write a (z, y, x) mask on ``ct``'s grid as a DICOM-SEG referencing the CT's instances.
 

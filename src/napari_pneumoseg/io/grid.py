@@ -248,6 +248,11 @@ class MaskFileError(ValueError):
 
 _PNEUMOTHORAX = re.compile(r"pneumo|ptx", re.IGNORECASE)
 
+#: The segment every writer names and colours a pneumothorax mask with, unless told
+#: otherwise (r, g, b in 0-1: orange, distinct from lung and napari's label 1).
+DEFAULT_NAME = "Pneumothorax"
+DEFAULT_COLOR = (1.0, 0.6, 0.0)
+
 #: A labelmap with more distinct values than this is taken for an image, not a mask.
 MAX_LABELS = 1000
 

@@ -18,20 +18,19 @@ from typing import Optional, Union
 import numpy as np
 
 from ..ct.dicom import looks_like_dicom
-from .grid import MaskFile, MaskFileError, MaskGeometryError, _label_values, as_grid
+from .grid import DEFAULT_COLOR, DEFAULT_NAME, MaskFile, MaskFileError, MaskGeometryError, _label_values, as_grid
 
 PathLike = Union[str, os.PathLike]
-
-#: Default segment colour (r, g, b in 0-1): orange, distinct from lung and napari's label 1.
-DEFAULT_COLOR = (1.0, 0.6, 0.0)
-DEFAULT_NAME = "Pneumothorax"
 
 #: Writable suffixes, in the order shown to users.
 WRITE_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii", ".dcm")
 READ_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".dcm")
+#: Mask files that are not DICOM (a DICOM-SEG is found among DICOM files instead).
+NON_DICOM_SUFFIXES = tuple(s for s in READ_SUFFIXES if s != ".dcm")
 
 __all__ = ["read_mask", "load_mask", "write_mask", "mask_format", "MaskFileError",
-           "MaskGeometryError", "WRITE_SUFFIXES", "READ_SUFFIXES"]
+           "MaskGeometryError", "WRITE_SUFFIXES", "READ_SUFFIXES", "NON_DICOM_SUFFIXES",
+           "DEFAULT_NAME", "DEFAULT_COLOR"]
 
 
 def mask_format(path: PathLike, *, for_writing: bool = False) -> str:

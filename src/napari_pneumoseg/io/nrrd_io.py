@@ -19,7 +19,7 @@ from typing import Union
 import numpy as np
 
 from .atomic import atomic_path
-from .grid import Grid, MaskFile, MaskFileError, Segment, as_grid
+from .grid import DEFAULT_COLOR, DEFAULT_NAME, Grid, MaskFile, MaskFileError, Segment, as_grid
 
 PathLike = Union[str, os.PathLike]
 
@@ -112,7 +112,7 @@ def _slicer_segments(header, path) -> list[Segment]:
 
 
 def write_nrrd(mask: np.ndarray, path: PathLike, ct, *, segmentation: bool = True,
-               name: str = "Pneumothorax", color=(1.0, 0.6, 0.0), overwrite: bool = False) -> None:
+               name: str = DEFAULT_NAME, color=DEFAULT_COLOR, overwrite: bool = False) -> None:
     """Write a (z, y, x) mask on ``ct``'s grid as NRRD (LPS); ``segmentation`` adds Slicer's fields.
 
     Atomic; an existing file is replaced only with ``overwrite``.

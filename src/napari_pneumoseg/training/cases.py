@@ -16,8 +16,11 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from ..ct import CTVolume
+from ..io.masks import NON_DICOM_SUFFIXES
 
-MASK_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii")
+#: Mask files a dataset's patient folder may hold: the one-file, non-DICOM formats (a
+#: detached ``.nhdr`` header's data file would be taken for part of the DICOM series).
+MASK_SUFFIXES = tuple(s for s in NON_DICOM_SUFFIXES if s != ".nhdr")
 
 
 @dataclass
