@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from napari_pneumoseg import CTReadError, read_ct
 from napari_pneumoseg.ct.dicom import PADDING_HU
-
-sitk = pytest.importorskip("SimpleITK")
 
 
 def sitk_series(folder: Path) -> np.ndarray:

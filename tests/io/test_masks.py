@@ -16,7 +16,7 @@ from napari_pneumoseg.io import (
     read_mask,
     write_mask,
 )
-from napari_pneumoseg.phantom import make_phantom
+from napari_pneumoseg.phantom import make_phantom, write_phantom_case
 
 ALL = [".seg.nrrd", ".nrrd", ".nii", ".nii.gz", ".dcm"]
 
@@ -88,10 +88,6 @@ def test_every_format_round_trips(cts, which, suffix, tmp_path):
 
 def test_phantom_case_on_disk_round_trips_every_format(tmp_path):
     """The phantom as DICOM (ct/write.py): its truth.nrrd and all our formats land on it."""
-    pytest.importorskip("napari_pneumoseg.ct.write",
-                        reason="phantom DICOM writer (ct/write.py) not there yet")
-    from napari_pneumoseg.phantom import write_phantom_case
-
     ph = make_phantom(seed=3, side="left", size="large", n_slices=12, spacing=(6.0, 4.0, 4.0),
                       shape_yx=(64, 80))
     folder = write_phantom_case(ph, tmp_path / "case")

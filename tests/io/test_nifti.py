@@ -7,6 +7,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from napari_pneumoseg import read_ct
 from napari_pneumoseg.io import MaskFileError, MaskGeometryError, read_mask, write_mask
@@ -46,7 +47,6 @@ def test_nibabel_maps_our_voxels_to_the_ct_voxels_positions(chest, chest_mask, t
 
 
 def test_itk_reads_our_nifti_in_lps_like_the_ct(chest, chest_mask, tmp_path):
-    sitk = pytest.importorskip("SimpleITK")
     path = write_mask(chest_mask, tmp_path / "ptx.nii", chest)
     img = sitk.ReadImage(str(path))
     np.testing.assert_allclose(img.GetOrigin(), chest.origin, atol=1e-4)

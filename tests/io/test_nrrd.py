@@ -5,11 +5,10 @@ from __future__ import annotations
 import nrrd
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from napari_pneumoseg.io import MaskFileError, MaskGeometryError, read_mask, write_mask
 from napari_pneumoseg.phantom import make_phantom
-
-
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,6 @@ def test_seg_nrrd_carries_ct_geometry_and_slicer_fields(chest, chest_mask, tmp_p
 
 def test_itk_reads_our_nrrd_with_the_ct_geometry(chest, chest_mask, tmp_path):
     """SimpleITK (ITK's NRRD reader, as in 3D Slicer) sees the CT's grid, in LPS."""
-    sitk = pytest.importorskip("SimpleITK")
     path = write_mask(chest_mask, tmp_path / "ptx.nrrd", chest)
     img = sitk.ReadImage(str(path))
     np.testing.assert_allclose(img.GetOrigin(), chest.origin, atol=1e-6)

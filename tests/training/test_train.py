@@ -119,12 +119,30 @@ def test_case_mismatch_is_an_error_naming_the_case():
         load_cases([(hu, mask, sp), (hu, mask[:, :-1], sp)])
 
 
-def test_cosine_schedule_goes_from_the_rate_to_zero():
-    import time
+def test_cosine_schedule_goes_from_the_rate_to_zero(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
 
-    from napari_pneumoseg.training.train import cosine_schedule
+    # The module, not the train() function that napari_pneumoseg.training exports by that name.
+    train_module = importlib.import_module("napari_pneumoseg.training.train")
+    cosine_schedule = train_module.cosine_schedule
 
-    by_epoch = cosine_schedule(1e-3, 4, None, time.monotonic())
+    # The time budget reads the train module's clock: a fake one makes this exact.
+    now = [1000.0]
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    by_epoch = cosine_schedule(1e-3, 4, None, now[0])
     assert [round(by_epoch(e), 7) for e in range(5)] == [1e-3, 8.536e-4, 5e-4, 1.464e-4, 0.0]
-    by_time = cosine_schedule(1e-3, 1000, 100.0, time.monotonic() - 50.0)  # half-way
-    assert abs(by_time(0) - 5e-4) < 1e-5
+    assert by_epoch(9) == 0.0  # past the last epoch it stays at zero
+    now[0] += 123.0  # without a time budget the clock does not matter
+    assert [round(by_epoch(e), 7) for e in range(5)] == [1e-3, 8.536e-4, 5e-4, 1.464e-4, 0.0]
+
+    start = now[0]
+    by_time = cosine_schedule(1e-3, 1000, 100.0, start)
+    rates = []
+    for elapsed in (-5.0, 0.0, 25.0, 50.0, 75.0, 100.0, 250.0):  # before the start .. past the budget
+        now[0] = start + elapsed
+        rates.append(round(by_time(0), 7))
+    assert rates == [1e-3, 1e-3, 8.536e-4, 5e-4, 1.464e-4, 0.0, 0.0]
+    now[0] = start + 50.0  # half-way: the epoch number is ignored when there is a time budget
+    assert by_time(0) == by_time(999) == pytest.approx(5e-4, rel=1e-12)
