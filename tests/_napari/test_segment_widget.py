@@ -64,13 +64,14 @@ def test_cancel_stops_quickly_and_adds_no_layer(ct_viewer, qtbot, tiny_model_pat
     w.batch_size.value = 1
     n_layers = len(viewer.layers)
     w.run()
-    qtbot.waitUntil(lambda: "/480" in w.status.value, timeout=120_000)  # running slices now
+    qtbot.waitUntil(lambda: w.last_progress is not None and w.last_progress[0] > 0,
+                    timeout=120_000)  # running slices now
+    at_cancel = w.last_progress[0]
     w.cancel()
-    import time
-
-    t = time.monotonic()
-    _wait(qtbot, w, timeout=20_000)
-    assert time.monotonic() - t < 8
+    _wait(qtbot, w, timeout=60_000)  # a hang guard, not a speed test
+    # The engine stopped within a few batches of the cancel (batches of one slice), far from the end.
+    done, total = w.last_progress
+    assert total == 480 and done < 480 and done - at_cancel <= 60, (at_cancel, done)
     assert len(viewer.layers) == n_layers
     assert "cancelled" in w.status.value
 

@@ -58,7 +58,7 @@ def test_missing_truth_is_a_clear_message(make_napari_viewer, tmp_path):
     w.images.value = [viewer.layers["lonely"]]
     w.out.value = tmp_path / "x.pnxmodel"
     w.run()
-    assert "no ground-truth Labels layer for 'lonely'" in w.last_error
+    assert "no ground-truth mask for 'lonely'" in w.last_error
 
 
 def test_stop_keeps_the_best_model(make_napari_viewer, qtbot, tmp_path):

@@ -87,6 +87,24 @@ class RateMeter:
         return f"{done}/{total} {self.unit}, {rate:.2f}/s, ETA {eta:.0f} s"
 
 
+class JobFailed(Exception):
+    """A RuntimeError raised by a widget's job, re-raised as something napari's workers report.
+
+    superqt's generator workers treat a RuntimeError as "the worker was deleted"
+    and end without emitting ``errored`` or ``finished``: the widget would wait forever.
+    """
+
+
+def _reporting_runtime_errors(job: Callable) -> Callable:
+    def run(*args, **kwargs):
+        try:
+            return (yield from job(*args, **kwargs))
+        except RuntimeError as exc:
+            raise JobFailed(str(exc) or type(exc).__name__) from exc
+
+    return run
+
+
 class BackgroundJob:
     """One background run of a widget, with a deterministic order: the outcome always wins.
 
@@ -108,7 +126,7 @@ class BackgroundJob:
         self._on_progress, self._on_result = on_progress, on_result
         self._on_error, self._on_done = on_error, on_done
         # Errors are handled (shown as messages), so napari must not re-raise them.
-        self.worker = create_worker(job, _connect={
+        self.worker = create_worker(_reporting_runtime_errors(job), _connect={
             "yielded": self._progress, "returned": self._result, "errored": self._error,
             "finished": self._finished})
 

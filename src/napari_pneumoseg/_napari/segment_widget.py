@@ -18,7 +18,16 @@ from magicgui.widgets import (
 )
 
 from ..preferences import load_preferences, update_preferences
-from ._common import RateMeter, ask_yes_no, keep_choices_fresh, layer_choices, shared_engine, unique_name
+from ..ct.volume import ct_from_geometry
+from ._common import (
+    BackgroundJob,
+    RateMeter,
+    ask_yes_no,
+    keep_choices_fresh,
+    layer_choices,
+    shared_engine,
+    unique_name,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -45,7 +54,7 @@ class SegmentWidget(Container):
         self.batch_size = SpinBox(label="Batch size", value=4, min=1, max=64)
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.01, max=0.99, step=0.05)
         self.device = ComboBox(label="Device", choices=["auto", "cpu", "gpu"], value="auto")
-        self.crop_chest = CheckBox(text="Crop to the chest (faster, same mask)", value=True)
+        self.crop_chest = CheckBox(text="Crop to the air inside the chest (faster)", value=True)
         self.skip_slices = CheckBox(text="Only slices from lung base to apex", value=True)
         self.probabilities = CheckBox(text="Also add the probability map", value=False)
         self.run_button = PushButton(text="Segment")
@@ -62,8 +71,9 @@ class SegmentWidget(Container):
         #: Asked before replacing an existing layer; tests replace it to avoid a dialog.
         self.confirm_replace: Callable[[str], bool] = lambda name: ask_yes_no(
             self.native, "Replace layer?", f"A layer named '{name}' exists. Replace it?")
-        self.worker = None
-        self.busy = False  # True from run() until the result (or error) has been handled
+        self.job: Optional[BackgroundJob] = None
+        #: (slices done, slices to run) of the latest progress shown.
+        self.last_progress: Optional[tuple[int, int]] = None
         self.last_error: Optional[str] = None
         shared_engine(self.device.value)  # start importing TensorFlow in the background
 
@@ -71,8 +81,9 @@ class SegmentWidget(Container):
 
     def run(self) -> None:
         """Start segmenting (returns at once; the work runs in a thread + the engine)."""
-        from napari.qt.threading import create_worker
         from napari.utils import progress as napari_progress
+
+        from ..engine import JobFiles, SegmentRequest
 
         image = self.image.value
         model = str(self.model.value) if self.model.value else ""
@@ -84,35 +95,30 @@ class SegmentWidget(Container):
             return self._fail(f"'{image.name}' is not a 3-D CT volume (shape {image.data.shape}).")
         update_preferences(last_model=model)
 
+        ct, _notes = ct_from_geometry(image.data, scale=image.scale, translate=image.translate,
+                                      metadata=image.metadata, name=f"CT layer '{image.name}'")
         total = int(image.data.shape[0])
         pbar = napari_progress(total=total, desc="Segmenting")
         meter = RateMeter()
         engine = shared_engine(self.device.value)
-        params = self._params(image, model)
+        options = self._input_state()
 
         def job():
-            from ..engine import JobFiles
-
             with JobFiles() as files:
-                params["ct"] = files.save("ct", np.asarray(image.data, dtype=np.float32))
-                params["out_dir"] = str(files.path)
+                request = SegmentRequest.for_ct(
+                    ct, ct_file=files.save("ct", np.asarray(ct.hu, dtype=np.float32)),
+                    out_dir=str(files.path), model=model, **options)
                 yield ("progress", 0, total, "starting the engine")
-                gen = engine.run("segment", params)
-                while True:
-                    try:
-                        item = next(gen)
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    yield item
+                result = yield from engine.run(request)
                 mask = np.load(result["mask"])
                 probs = np.load(result["probabilities"]) if result.get("probabilities") else None
             return mask, probs, result
 
         def on_progress(item):
-            _, done, total_, text = item
-            if not self.busy:  # a late update after the run ended
+            if item[0] != "progress":
                 return
+            _, done, total_, text = item
+            self.last_progress = (done, total_)
             pbar.total = total_
             pbar.n = done
             label = meter.text(done, total_) if done else text
@@ -120,21 +126,21 @@ class SegmentWidget(Container):
             pbar.refresh()
             self.status.value = label
 
-        def on_finished():
+        def on_done():
             pbar.close()
-            self._on_finished()
+            self.run_button.enabled, self.cancel_button.enabled = True, False
 
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.last_error = None
-        self.busy = True
+        self.last_error, self.last_progress = None, None
         self.status.value = "starting..."
-        # Errors are handled (shown as messages), so napari must not re-raise them.
-        self.worker = create_worker(job, _connect={
-            "yielded": on_progress,
-            "returned": lambda res: self._add_result(image, model, *res),
-            "errored": self._on_error,
-            "finished": on_finished,
-        })
+        self.job = BackgroundJob(job, on_progress=on_progress,
+                                 on_result=lambda res: self._add_result(image, model, *res),
+                                 on_error=self._on_error, on_done=on_done)
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`run` until the outcome has been shown and the buttons are back."""
+        return self.job is not None and not self.job.done
 
     def cancel(self) -> None:
         self.status.value = "cancelling..."
@@ -142,14 +148,9 @@ class SegmentWidget(Container):
 
     # ----------------------------------------------------------------- results
 
-    def _params(self, image, model: str) -> dict:
-        meta = image.metadata.get("pneumoseg_ct", {})
-        spacing = tuple(float(s) for s in image.scale[-3:])
+    def _input_state(self) -> dict:
+        """The widget's choices as :class:`~napari_pneumoseg.engine.SegmentRequest` options."""
         return {
-            "model": model,
-            "spacing": spacing,
-            "origin": tuple(meta.get("origin", (0.0, 0.0, 0.0))),
-            "direction": meta.get("direction", np.eye(3)[::-1].tolist()),
             "batch_size": int(self.batch_size.value),
             "threshold": float(self.threshold.value),
             "probabilities": bool(self.probabilities.value),
@@ -158,6 +159,8 @@ class SegmentWidget(Container):
         }
 
     def _add_result(self, image, model: str, mask, probs, result) -> None:
+        from ..model.inference import InferenceInfo
+
         name = f"{image.name} pneumothorax ({Path(model).stem})"
         common = {"scale": image.scale, "translate": image.translate}
         meta = {"pneumoseg_result": {"model": model, "model_config": result.get("model_config"),
@@ -173,11 +176,8 @@ class SegmentWidget(Container):
             self.viewer.add_image(probs, name=pname, colormap="magma", contrast_limits=(0, 1),
                                   blending="additive", **common)
         voxels = int(np.count_nonzero(mask))
-        info = result.get("info") or {}
-        ran = (f"; ran {info['slices_run']} of {info['slices_total']} slices, "
-               f"{100 * info['pixel_fraction']:.0f}% of the pixels") if info else ""
-        self.status.value = (f"done in {result.get('seconds', 0):.1f} s: {voxels} voxels "
-                             f"labelled in '{name}'{ran}")
+        info = InferenceInfo.from_dict(result["info"])
+        self.status.value = f"{voxels} voxels labelled in '{name}'; {info.summary()}"
 
     def _on_error(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_info
@@ -189,10 +189,6 @@ class SegmentWidget(Container):
             show_info("Segmentation cancelled; no layer was added.")
             return
         self._fail(str(exc))
-
-    def _on_finished(self) -> None:
-        self.busy = False
-        self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def _fail(self, message: str) -> None:
         from napari.utils.notifications import show_error

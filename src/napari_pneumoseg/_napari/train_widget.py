@@ -17,7 +17,8 @@ from magicgui.widgets import (
 )
 
 from ..preferences import update_preferences
-from ._common import RateMeter, keep_choices_fresh, layer_choices, shared_engine
+from ..ct.volume import ct_from_geometry
+from ._common import BackgroundJob, keep_choices_fresh, layer_choices, shared_engine
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -74,8 +75,7 @@ class TrainWidget(Container):
         self.history: list[dict] = []
         self.result: Optional[dict] = None
         self.last_error: Optional[str] = None
-        self.worker = None
-        self.busy = False
+        self.job: Optional[BackgroundJob] = None
         #: The paper's encoder; scripts and tests may pick a smaller one (e.g. "resnet18").
         self.backbone = "resnet50"
         shared_engine(self.device.value)
@@ -83,52 +83,47 @@ class TrainWidget(Container):
     # ----------------------------------------------------------------- inputs
 
     def pairs(self) -> list[tuple]:
-        """(image layer, labels layer) for every chosen CT; a clear error if one has no labels."""
+        """(image layer, labels layer) for every chosen CT (:func:`~napari_pneumoseg.training.cases.pair_with_truth`)."""
         import napari.layers
 
-        labels = [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
-        out = []
-        for image in self.images.value:
-            named = [lb for lb in labels if lb.name == f"{image.name} truth"]
-            same = [lb for lb in labels if lb.data.shape == image.data.shape]
-            match = named or (same if len(same) == 1 else [])
-            if not match:
-                raise ValueError(
-                    f"no ground-truth Labels layer for '{image.name}': name it "
-                    f"'{image.name} truth' (shape {image.data.shape})")
-            if match[0].data.shape != image.data.shape:
-                raise ValueError(f"'{match[0].name}' has shape {match[0].data.shape} but "
-                                 f"'{image.name}' has {image.data.shape}")
-            out.append((image, match[0]))
-        return out
+        from ..training.cases import pair_with_truth
 
-    def _params(self, files) -> dict:
-        out = Path(str(self.out.value))
-        params = {
-            "out": str(out), "epochs": int(self.epochs.value),
+        labels = [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Labels)]
+        images = list(self.images.value)
+        found = pair_with_truth([(im.name, im.data.shape) for im in images],
+                                [(lb.name, lb.data.shape) for lb in labels])
+        return [(image, labels[k]) for image, k in zip(images, found)]
+
+    def _input_state(self) -> dict:
+        """The widget's choices as :class:`~napari_pneumoseg.engine.TrainRequest` options."""
+        return {
+            "out": str(Path(str(self.out.value))), "epochs": int(self.epochs.value),
             "batch_size": int(self.batch_size.value), "patience": int(self.patience.value),
             "patch_size": int(self.patch_size.value) or None, "split": self.split.value,
             "steps_per_epoch": int(self.steps.value) or None, "backbone": self.backbone,
         }
+
+    def _request(self, files):
+        from ..engine import TrainRequest
+
+        options = self._input_state()
         folder = str(self.dataset.value) if self.dataset.value else ""
         if folder and folder != "." and Path(folder).is_dir():
-            params["dataset"] = folder
-        else:
-            pairs = self.pairs()
-            if not pairs:
-                raise ValueError("choose CT image layers (each with a truth Labels layer) "
-                                 "or a dataset folder")
-            params["cases"] = [
-                {"ct": files.save(f"ct{k}", np.asarray(img.data, np.float32)),
-                 "mask": files.save(f"mask{k}", np.asarray(lab.data) != 0),
-                 "spacing": [float(s) for s in img.scale[-3:]]}
-                for k, (img, lab) in enumerate(pairs)]
-        return params
+            return TrainRequest(dataset=folder, **options)
+        pairs = self.pairs()
+        if not pairs:
+            raise ValueError("choose CT image layers (each with a truth Labels layer) "
+                             "or a dataset folder")
+        cases = [{"ct": files.save(f"ct{k}", np.asarray(img.data, np.float32)),
+                  "mask": files.save(f"mask{k}", np.asarray(lab.data) != 0),
+                  "spacing": list(ct_from_geometry(img.data, scale=img.scale,
+                                                   metadata=img.metadata)[0].spacing)}
+                 for k, (img, lab) in enumerate(pairs)]
+        return TrainRequest(cases=cases, **options)
 
     # ---------------------------------------------------------------- actions
 
     def run(self) -> None:
-        from napari.qt.threading import create_worker
         from napari.utils import progress as napari_progress
 
         from ..engine import JobFiles
@@ -143,34 +138,25 @@ class TrainWidget(Container):
                 return
         files = JobFiles()
         try:
-            params = self._params(files)
+            request = self._request(files)
         except ValueError as exc:
             files.__exit__(None, None, None)
             return self._fail(str(exc))
-        params["overwrite"] = True  # asked above
+        request.overwrite = True  # asked above
         engine = shared_engine(self.device.value)
         pbar = napari_progress(total=0, desc="Training")
-        meter = {"m": RateMeter("batches")}
         self.history = []
 
         def job():
             with files:
                 yield ("progress", 0, 1, "starting the engine")
                 # Training stops after the current batch and saves: give it time.
-                gen = engine.run("train", params, cancel_grace=STOP_GRACE_S)
-                while True:
-                    try:
-                        yield next(gen)
-                    except StopIteration as stop:
-                        return stop.value
+                return (yield from engine.run(request, cancel_grace=STOP_GRACE_S))
 
         def on_item(item):
-            if not self.busy:
-                return
             if item[0] == "event":
                 self.history.append(item[1]["logs"])
                 self.draw_curves()
-                meter["m"] = RateMeter("batches")
                 return
             _, done, total, text = item
             pbar.total, pbar.n = total, done
@@ -178,16 +164,19 @@ class TrainWidget(Container):
             pbar.refresh()
             self.status.value = text
 
-        def on_finished():
+        def on_done():
             pbar.close()
-            self.busy = False
             self.train_button.enabled, self.stop_button.enabled = True, False
 
         self.train_button.enabled, self.stop_button.enabled = False, True
-        self.busy, self.last_error, self.result = True, None, None
-        self.worker = create_worker(job, _connect={
-            "yielded": on_item, "returned": self._on_result, "errored": self._on_error,
-            "finished": on_finished})
+        self.last_error, self.result = None, None
+        self.job = BackgroundJob(job, on_progress=on_item, on_result=self._on_result,
+                                 on_error=self._on_error, on_done=on_done)
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`run` until the outcome has been shown and the buttons are back."""
+        return self.job is not None and not self.job.done
 
     def stop(self) -> None:
         self.status.value = "stopping after this batch; the best model so far is kept..."

@@ -1,0 +1,42 @@
+"""BackgroundJob: a widget's outcome is always its final state, whatever arrives late."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_pneumoseg._napari._common import BackgroundJob
+
+
+def _run(qtbot, job_fn):
+    log = []
+    job = BackgroundJob(job_fn, on_progress=lambda item: log.append(("progress", item)),
+                        on_result=lambda value: log.append(("result", value)),
+                        on_error=lambda exc: log.append(("error", str(exc))),
+                        on_done=lambda: log.append(("done",)))
+    qtbot.waitUntil(lambda: job.done, timeout=30_000)
+    return job, log
+
+
+def test_progress_in_order_then_the_result_then_done_and_nothing_after(qtbot):
+    def work():
+        for k in range(50):
+            yield ("progress", k, 50, f"{k}/50")
+        return "the answer"
+
+    job, log = _run(qtbot, work)
+    assert [e[1][1] for e in log[:-2]] == list(range(50))
+    assert log[-2:] == [("result", "the answer"), ("done",)]
+    job._progress(("progress", 50, 50, "late"))  # a message delivered after the outcome
+    assert log[-1] == ("done",)
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad input"), RuntimeError("engine died")])
+def test_an_error_is_the_outcome_and_late_progress_is_dropped(qtbot, exc):
+    def work():
+        yield ("progress", 1, 2, "1/2")
+        raise exc
+
+    job, log = _run(qtbot, work)
+    assert log == [("progress", ("progress", 1, 2, "1/2")), ("error", str(exc)), ("done",)]
+    job._progress(("progress", 2, 2, "late"))
+    assert log[-1] == ("done",)
