@@ -9,12 +9,9 @@ the answer. This one is trained at the benchmark phantom's own pixel size (10
 phantoms of 40 slices, patch validation), then:
 ``python benchmarks/bench_fast_inference.py --model bench-0.7mm.pnxmodel --pixel-mm 0.7``.
 
-Measured here, one run each: 128 px patches in batches of four for 20 minutes
-reached a validation Dice of 0.79 and labelled 0.75-1.9 million voxels of the
-air around the patient in the benchmark's studies; the defaults (256 px
-patches, which show more of that air, batches of two, 28 minutes, 14 epochs)
-reached 0.877 and labelled none of it on the 512 x 512 phantom (Dice 0.963
-against its truth), 1,837 voxels on the 714 x 714 one and 85,951 on the real CT.
+The defaults (256 px patches, which show the network more of the air around
+the patient, batches of two, 28 minutes) were chosen from the runs logged in
+benchmarks/README.md.
 """
 
 from __future__ import annotations

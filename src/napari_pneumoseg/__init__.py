@@ -8,8 +8,9 @@ from .ct import CTReadError, CTVolume, read_ct
 from .io import MaskFileError, MaskGeometryError, read_mask, write_mask
 from .measure import Measurement, measure, metrics_from_counts
 from .phantom import Phantom, make_phantom, write_phantom_case
-from .model import ModelBundle, ModelLoadError, build_unet, load_model, save_model, segment
+from .model import ModelBundle, ModelLoadError, SegmentResult, build_unet, load_model, save_model, segment
 from .progress import Cancelled
+from .training import TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -17,7 +18,8 @@ __all__ = [
     "CTVolume", "CTReadError", "read_ct",
     "read_mask", "write_mask", "MaskFileError", "MaskGeometryError",
     "Measurement", "measure", "metrics_from_counts",
-    "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model", "segment",
+    "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model",
+    "segment", "SegmentResult", "train", "TrainResult",
     "Phantom", "make_phantom", "write_phantom_case",
     "Cancelled", "__version__",
 ]

@@ -15,10 +15,9 @@ from typing import Callable, Optional, Union
 #: Sizes chosen so the full demo trains and runs within ~10 minutes on a 2-core CPU.
 #: BatchNorm momentum 0.9 and a patience longer than the time limit: a few minutes of
 #: training from scratch is far from the paper's hours, and its early epochs are erratic.
-#: Whole 128x128 slices (2.8 mm pixels), four per batch: measured here on the held-out
-#: phantom, 64 px patches (eight per batch) reached Dice 0.888, whole slices in batches of
-#: eight 0.908 and in batches of four 0.922 in the same time (the whole chest in view
-#: keeps the other lung's border and the airways from being called pneumothorax).
+#: Whole 128x128 slices (2.8 mm pixels), four per batch: with the whole chest in view the
+#: network stops calling the other lung's border and the airways pneumothorax, and it beat
+#: 64 px patches on the held-out phantom in the same time (benchmarks/README.md, "Demo").
 FULL = dict(n_patients=12, n_slices=48, size=128, backbone="resnet50", patch_size=128,
             batch_size=4, learning_rate=1e-3, max_seconds=380.0, epochs=500,
             steps_per_epoch=100, patience=500, bn_momentum=0.9, positive_fraction=0.5,

@@ -5,7 +5,7 @@ functions that need it import it when first called.
 """
 
 from .bundle import ModelBundle, ModelLoadError, load_model, save_model
-from .inference import configure_device, segment
+from .inference import InferenceInfo, SegmentResult, configure_device, segment
 from .network import WeightsDownloadError, build_unet
 from .preprocess import DEFAULT_PREPROCESSING, PAPER_PREPROCESSING, preprocess, volume_stats
 
@@ -17,6 +17,8 @@ __all__ = [
     "ModelLoadError",
     "WeightsDownloadError",
     "segment",
+    "SegmentResult",
+    "InferenceInfo",
     "configure_device",
     "preprocess",
     "volume_stats",

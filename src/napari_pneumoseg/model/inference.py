@@ -282,7 +282,7 @@ class InferenceInfo:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def summary(self) -> str:
-        """One line for a status bar, e.g. "ran 58/64 slices, 67% of the pixels, 41 s (1.4 slices/s)"."""
+        """One line for a status bar: "ran N/M slices, P% of the pixels, T s (R slices/s)" and any notes."""
         text = f"ran {self.slices_run}/{self.slices_total} slices"
         if self.slices_run:
             text += f", {100 * self.pixel_fraction:.0f}% of the pixels"

@@ -26,17 +26,15 @@ that same computation:
   not used. The window's output is used inside that band and the rest of
   the slice is background: no pneumothorax lies outside the chest wall.
 
-  Measured on the bundled chest CT (``benchmarks/bench_fast_inference.py``):
-  one window for the whole study ran 59% of the full path's pixels (74% with
-  the body's box), per-slice windows 47%. The network takes any window size
-  without retracing (see :func:`~napari_pneumoseg.model.inference.segment`).
-  Per-slice windows give the smallest slices little context, and a network
-  then changes its answer even far from the window edge: on phantoms, the
-  demo's Unet-ResNet50 labelled new air in the lung apex (tens of voxels
-  with |p - 0.5| near 0.5) with windows down to 128 pixels; with
-  :data:`MIN_WINDOW_PX` and :data:`CONTEXT_PX` no voxel flipped that was not
-  a coin toss (``tests/model/test_fast_inference.py`` checks this with a
-  briefly trained Unet-ResNet18).
+  The network takes any window size without retracing (see
+  :func:`~napari_pneumoseg.model.inference.segment`). Per-slice windows give
+  the smallest slices little context, and a network then changes its answer
+  even far from the window edge, so windows are at least :data:`MIN_WINDOW_PX`
+  a side. With it and :data:`CONTEXT_PX`, the fast path's mask equals the full
+  path's where a pneumothorax can be, up to voxels near the threshold
+  (``tests/model/test_fast_inference.py`` checks this with a briefly trained
+  Unet-ResNet18). The share of pixels each design ran and the measurements
+  behind the margins are in ``benchmarks/README.md`` ("Fast path").
 
 When the CT has no air inside the body (not an HU chest CT: wrong units, an
 empty study, a solid object), the premise of the slice selection fails, so
@@ -56,23 +54,16 @@ from ..ct.air import chest_extent
 
 GRID = 32
 #: Pixels of context kept around a slice's air inside the body in each direction, before
-#: rounding the window out to the 32-pixel grid (which adds 0-31 more). Measured with
-#: per-slice windows and a Unet-ResNet50 trained on 0.7 mm phantoms
-#: (``benchmarks/make_bench_model.py``), comparing with the full path where a
-#: pneumothorax can be (air inside the body and 4 pixels of rim): on the bundled chest
-#: CT, Dice 0.9946 and 30 voxels with |p - 0.5| >= 0.15 flipped (up to 0.41) at 32
-#: pixels, 0.9982 and none at 40, 0.9994 and none at 48 (47% of the pixels run; 42%
-#: at 40). On a 512 x 512 phantom 0.9995-0.9997 at all three.
+#: rounding the window out to the 32-pixel grid (which adds 0-31 more): the smallest
+#: margin tried that kept the fast path's answer where a pneumothorax can be
+#: (benchmarks/README.md, "Fast path").
 MARGIN_PX = 48
-#: Smallest window side (pixels). Measured on two 256 x 256 phantoms with the demo's
-#: Unet-ResNet50 (margin 48, context band 16): voxels with |p - 0.5| >= 0.15 that
-#: flipped where the output was used: no minimum, 41 and 58; 192, 2 and 2; 224, none.
-#: The bundled chest CT then runs 47.3% of the pixels instead of 46.6%.
+#: Smallest window side (pixels): smaller windows give the apex slices too little
+#: context, and decided voxels flipped on test phantoms (benchmarks/README.md).
 MIN_WINDOW_PX = 224
 #: Outer band of a window (pixels) whose output is not used (background), unless the
 #: window reaches the frame's edge, where the full path's context ends too. Networks
-#: answer to a window edge in tissue as to air: without this band the demo's
-#: Unet-ResNet50 labelled up to 189 new voxels in a slice, at a median 1-3 pixels from it.
+#: answer to a window edge in tissue as to air, so the outputs next to it are not used.
 CONTEXT_PX = 16
 #: Slices kept beyond the lungs' first and last slice: this many, and at least MARGIN_MM.
 MARGIN_SLICES = 2

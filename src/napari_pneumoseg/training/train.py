@@ -68,25 +68,92 @@ def train(
     on_epoch: Optional[Callable[[int, dict], None]] = None,
     cancel: Any = None,
 ) -> TrainResult:
-    """Train on ``cases`` (a dataset folder or (ct, mask) pairs) and save the best bundle to ``out``.
+    """Train the paper's network on annotated cases and save the best model file.
 
     The best model so far is saved atomically after every improvement of the
-    validation loss, so a crash or a cancel leaves the last best bundle
-    usable. ``steps_per_epoch`` caps the batches per epoch (default: one pass
-    over all training slices); ``max_seconds`` ends training after the epoch
-    that passes that time. ``bn_momentum`` (e.g. 0.9 instead of Keras' 0.99)
-    lets BatchNorm's running statistics, which inference uses, catch up within
-    a short training. ``validation="slices"`` (default) computes the
-    validation loss on whole slices, as inference sees them, so the kept model
-    is the best at the real task; ``"patches"`` uses fixed patches (cheaper on a
-    CPU with large slices, but patches centred on pneumothorax flatter the
-    false positives elsewhere). ``positive_fraction`` is the share of training
-    patches centred on pneumothorax. ``lr_decay`` lowers the learning rate
-    along a cosine to zero over ``max_seconds`` (or ``epochs``): for short,
-    time-boxed trainings; the paper kept it constant. ``evaluate`` is True (Table 2 for all three sets),
-    False, or the names of the sets to evaluate (e.g. ``["test"]``). Progress goes to ``progress(done, total, text)``
-    per batch and ``on_epoch(epoch, logs)`` per epoch; ``cancel`` stops after
-    the current batch and keeps the best model.
+    validation loss, so a crash or a cancel leaves the last best bundle usable.
+    After training, each set's Table 2 row is computed by segmenting its cases
+    with :func:`~napari_pneumoseg.model.segment` itself (whole slices), so it is
+    what Segment + Measure give (see :mod:`.evaluate`); the rows are stored in
+    the model's provenance.
+
+    Parameters
+    ----------
+    cases : str, os.PathLike or sequence
+        A dataset folder (one subfolder per patient: DICOM series + one mask
+        file), or ``(ct, mask)`` / ``(hu, mask, spacing)`` pairs, or Cases
+        (see :func:`~napari_pneumoseg.training.load_cases`).
+    out : str or os.PathLike
+        The ``.pnxmodel`` file to write.
+    epochs : int, optional
+        At most this many epochs (the paper: 1000 with early stopping).
+    batch_size : int, optional
+        Slices or patches per training batch.
+    learning_rate : float, optional
+        Adam's learning rate (the paper: 1e-4).
+    patience : int, optional
+        Epochs without a better validation loss before stopping (the paper: 8).
+    split : {"patient", "slice"}, optional
+        Whole patients per set (default), or the paper's split of slices.
+    seed : int, optional
+        Seeds the split, the patches and the augmentation.
+    patch_size : int, optional
+        Train on pneumothorax-biased square crops of this size (a multiple of
+        32) instead of whole slices, so training is feasible on a CPU.
+    augment : bool, optional
+        Mild rotations, zoom, shifts and intensity jitter (no left-right flip).
+    backbone : str, optional
+        The Unet's encoder (the paper: ``"resnet50"``).
+    encoder_weights : {None, "imagenet"}, optional
+        ``"imagenet"`` needs the internet on first use.
+    preprocessing : dict, optional
+        HU scaling recorded in the bundle (default: the fixed window).
+    steps_per_epoch : int, optional
+        Cap on batches per epoch (default: one pass over the training slices).
+    max_seconds : float, optional
+        End training after the epoch that passes this time.
+    bn_momentum : float, optional
+        BatchNorm momentum (e.g. 0.9 instead of Keras' 0.99) so the running
+        statistics, which inference uses, catch up within a short training.
+    validation : {"slices", "patches"}, optional
+        Validation loss on whole slices, as inference sees them (default), or
+        on fixed patches (cheaper, but patches centred on pneumothorax flatter
+        the false positives elsewhere).
+    positive_fraction : float, optional
+        Share of training patches centred on pneumothorax.
+    lr_decay : bool, optional
+        Lower the learning rate along a cosine to 0 over ``max_seconds`` (or
+        ``epochs``); the paper kept it constant.
+    evaluate : bool or sequence of str, optional
+        Table 2 for all three sets (True), none, or the named sets.
+    overwrite : bool, optional
+        Replace an existing ``out``.
+    progress : callable, optional
+        ``progress(done, total, text)`` per batch.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, logs)`` after every epoch.
+    cancel : callable or threading.Event, optional
+        Stops after the current batch; the best model so far is kept.
+
+    Returns
+    -------
+    TrainResult
+        Where the model is (None if no epoch completed), the history, the best
+        epoch, why training stopped, the split and the Table 2 rows.
+
+    Raises
+    ------
+    ValueError
+        ``out`` does not end in ``.pnxmodel``, ``patch_size`` is not a multiple
+        of 32, ``validation`` is unknown, the cases are inconsistent, or the
+        validation set is empty.
+    FileExistsError
+        ``out`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> result = train("dataset/", "my.pnxmodel", patch_size=256)  # doctest: +SKIP
+    >>> result.table["test"]["dice"]                              # doctest: +SKIP
     """
     from ..model import ModelBundle, preprocess, save_model, volume_stats
     from ..model._backend import keras_modules
@@ -218,8 +285,8 @@ def _fit(model, train_batches: SliceBatches, val_batches: SliceBatches, epochs: 
     """The training loop: ``steps`` batches per epoch, then the validation loss.
 
     A plain loop over ``train_on_batch``/``test_on_batch`` rather than
-    ``model.fit``: on this 2-core CPU, fit's data-feeding threads made each step
-    about 1.4x slower. Keras callback hooks are called as fit would call them.
+    ``model.fit``, whose data-feeding threads made each step slower on a CPU
+    (benchmarks/README.md). Keras callback hooks are called as fit would call them.
     """
     for epoch in range(epochs):
         if schedule is not None:
