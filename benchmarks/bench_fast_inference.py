@@ -171,7 +171,8 @@ def compare(name, ct, bundle, *, truth=None, repeats=1, batch_size=4, gflops_ref
     print(f"  masks: DICE(ours, paper) = {dice(mask, m_paper):.5f}; voxels paper {int(m_paper.sum())}, "
           f"ours {int(mask.sum())}; where ours used the network: DICE {dice(mask[run], m_paper[run]):.5f}")
     in_run_slices = ~skipped[:, None, None]
-    print(f"         differing voxels {int(flips.sum())}: where ours used the network {int((flips & run & body).sum())} in the "
+    print(f"         differing voxels {int(flips.sum())}: where ours used the network "
+          f"{int((flips & run & body).sum())} in the "
           f"body + {int((flips & run & ~body).sum())} outside it (crop context); where it did not: "
           f"{int((flips & ~run & body & in_run_slices).sum())} in the body beside the window, "
           f"{int((flips & ~run & body & ~in_run_slices).sum())} in the body in skipped slices, "

@@ -69,8 +69,8 @@ def main() -> None:
     m8, t8 = mask.astype(np.uint8), truth.astype(np.uint8)
     bench("mask + truth (uint8)", lambda: measure(m8, spacing=sp, truth=t8), args.runs)
     del m8, t8
-    r = bench("mask + truth + float32 probabilities", lambda: measure(mask, spacing=sp, truth=truth, probabilities=probs),
-              max(1, args.runs // 2 + 1))
+    r = bench("mask + truth + float32 probabilities",
+              lambda: measure(mask, spacing=sp, truth=truth, probabilities=probs), max(1, args.runs // 2 + 1))
     print(f"    auc = {r.auc:.6f}")
     p8 = np.round(probs * 255).astype(np.uint8)
     r = bench("mask + truth + uint8 probabilities", lambda: measure(mask, spacing=sp, truth=truth, probabilities=p8),

@@ -42,9 +42,9 @@ def main() -> None:
                    learning_rate=1e-3, patience=1000, patch_size=args.patch,
                    steps_per_epoch=40, max_seconds=args.minutes * 60, bn_momentum=0.9,
                    evaluate=["test"], overwrite=True,
-                   on_epoch=lambda e, l: print(f"epoch {e}: loss {l['loss']:.4f} "
-                                               f"val_loss {l['val_loss']:.4f} "
-                                               f"val_dice {l.get('val_dice', 0):.3f}", flush=True))
+                   on_epoch=lambda e, logs: print(f"epoch {e}: loss {logs['loss']:.4f} "
+                                                  f"val_loss {logs['val_loss']:.4f} "
+                                                  f"val_dice {logs.get('val_dice', 0):.3f}", flush=True))
     train_s = time.monotonic() - t0
     print(f"trained {len(result.history)} epochs in {train_s / 60:.1f} min ({result.stopped}); "
           f"best epoch {result.best_epoch}")

@@ -7,8 +7,8 @@ need the network import it lazily when they are called.
 from .ct import CTReadError, CTVolume, read_ct
 from .io import MaskFileError, MaskGeometryError, read_mask, write_mask
 from .measure import Measurement, measure, metrics_from_counts
-from .phantom import Phantom, make_phantom, write_phantom_case
 from .model import ModelBundle, ModelLoadError, SegmentResult, build_unet, load_model, save_model, segment
+from .phantom import Phantom, make_phantom, write_phantom_case
 from .progress import Cancelled
 from .training import TrainResult, train
 

@@ -13,8 +13,6 @@ from napari_pneumoseg.io.dicom_seg import find_seg_file, load_dicom_seg
 from napari_pneumoseg.phantom import make_phantom
 
 
-
-
 @pytest.fixture(scope="module")
 def seg_path(chest, chest_mask, tmp_path_factory):
     return write_mask(chest_mask, tmp_path_factory.mktemp("seg") / "ptx.dcm", chest,

@@ -284,7 +284,8 @@ def trained(tmp_path_factory, keras):
         train(cases, out, backbone="resnet18", patch_size=64, batch_size=8, learning_rate=1e-3, epochs=8,
               steps_per_epoch=10, patience=100, bn_momentum=0.9, evaluate=False)
         model = load_model(out)
-        probs = segment(cases[0][0], model, crop_chest=False, skip_slices=False, return_probabilities=True).probabilities
+        probs = segment(cases[0][0], model, crop_chest=False, skip_slices=False,
+                        return_probabilities=True).probabilities
         decided.append(int((probs > 0.5 + UNDECIDED).sum()))
         if decided[-1] > 1000:
             return model
@@ -350,7 +351,7 @@ def test_info_is_json_ready_and_summarised(small_bundle, phantom):
     ct = CTVolume(phantom.ct.hu[:6], spacing=phantom.ct.spacing)
     calls = []
     result = segment(ct, small_bundle, batch_size=4, progress=lambda *a: calls.append(a))
-    mask, info = result.mask, result.info
+    info = result.info
     again = InferenceInfo.from_dict(json.loads(json.dumps(info.as_dict())))
     assert again == info
     assert info.slices_total == 6 and info.crop_box is not None and 0 < info.pixel_fraction < 1

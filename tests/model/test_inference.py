@@ -34,7 +34,8 @@ def _manual(bundle, hu, pad_to=(64, 96), batch_size=None):
     padded = np.pad(hu, ((0, 0), (py // 2, py - py // 2), (px // 2, px - px // 2)), constant_values=hu.min())
     x = preprocess(padded, bundle.preprocessing, volume_stats(hu, bundle.preprocessing))
     step = batch_size or len(x)
-    y = np.concatenate([np.asarray(bundle.model.predict_on_batch(x[k : k + step])) for k in range(0, len(x), step)])[..., 0]
+    y = np.concatenate([np.asarray(bundle.model.predict_on_batch(x[k : k + step]))
+                        for k in range(0, len(x), step)])[..., 0]
     return y[:, py // 2 : py // 2 + ny, px // 2 : px // 2 + nx]
 
 

@@ -17,8 +17,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..preferences import load_preferences, update_preferences
 from ..ct.volume import ct_from_geometry
+from ..preferences import load_preferences, update_preferences
 from ._common import (
     BackgroundJob,
     RateMeter,

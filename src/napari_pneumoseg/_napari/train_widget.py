@@ -16,8 +16,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..preferences import update_preferences
 from ..ct.volume import ct_from_geometry
+from ..preferences import update_preferences
 from ._common import BackgroundJob, keep_choices_fresh, layer_choices, shared_engine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +83,8 @@ class TrainWidget(Container):
     # ----------------------------------------------------------------- inputs
 
     def pairs(self) -> list[tuple]:
-        """(image layer, labels layer) for every chosen CT (:func:`~napari_pneumoseg.training.cases.pair_with_truth`)."""
+        """(image layer, labels layer) for every chosen CT, by
+        :func:`~napari_pneumoseg.training.cases.pair_with_truth`'s rule."""
         import napari.layers
 
         from ..training.cases import pair_with_truth

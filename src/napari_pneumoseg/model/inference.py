@@ -27,8 +27,8 @@ from ..ct.volume import CTVolume
 from ..progress import ProgressFn, check_cancel, report
 from ._backend import keras_modules
 from .bundle import ModelBundle, load_model
-from .preprocess import centred_padding, preprocess, volume_stats
 from .plan import Batch, plan_inference
+from .preprocess import centred_padding, preprocess, volume_stats
 
 SIZE_MULTIPLE = 32
 #: Slices per network batch when the caller does not choose (segment(), Table 2 evaluation).
