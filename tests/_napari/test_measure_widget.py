@@ -1,14 +1,17 @@
-"""The Measure widget: layers in, the core's numbers out, with units and clear errors."""
+"""The Measure widget: layers in, the core's numbers out (in a worker), with units and clear errors."""
 
 from __future__ import annotations
 
 import csv
+import threading
 
 import numpy as np
 import pytest
 
-from napari_pneumoseg._napari.measure_widget import MeasureWidget
+from napari_pneumoseg._napari.measure_widget import MEASURING, MeasureWidget
 from napari_pneumoseg.measure import measure
+
+TIMEOUT_MS = 120_000  # generous: the machine is shared; waits end as soon as the worker is done
 
 
 def _masks():
@@ -26,76 +29,169 @@ def _value(widget, label):
     raise KeyError(label)
 
 
-def test_measure_widget_matches_core_and_uses_layer_scale(make_napari_viewer, tmp_path):
+def _run(qtbot, w):
+    """Start a measurement, check the running state, and wait until the worker has finished."""
+    w.run()
+    # Nothing the worker sends is handled before the event loop runs: this state is certain.
+    assert w.busy and not w.measure_button.enabled and w.note.value == MEASURING
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
+    assert w.measure_button.enabled
+    return w.result
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages passed to napari's show_error."""
+    import napari.utils.notifications
+
+    shown = []
+    monkeypatch.setattr(napari.utils.notifications, "show_error", shown.append)
+    return shown
+
+
+def _widget(viewer, pred=None, truth=None, ct=None):
+    w = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    if pred is not None:
+        w.prediction.value = pred
+    w.truth.value = truth
+    w.ct.value = ct
+    return w
+
+
+def test_measure_widget_matches_core_and_uses_layer_scale(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
     pred, truth = _masks()
     viewer.add_labels(pred, name="pred", scale=(2.0, 0.5, 0.5))
     viewer.add_labels(truth, name="truth", scale=(2.0, 0.5, 0.5))
-    w = MeasureWidget(viewer)
-    viewer.window.add_dock_widget(w)
-    w.prediction.value = viewer.layers["pred"]
-    w.truth.value = viewer.layers["truth"]
-    result = w.run()
+    w = _widget(viewer, viewer.layers["pred"], viewer.layers["truth"])
+    result = _run(qtbot, w)
     core = measure(pred, spacing=(2.0, 0.5, 0.5), truth=truth)
+    assert w.last_error is None
     assert result.dice == pytest.approx(core.dice)
     assert result.volume_ml == pytest.approx((280 + 80) * 0.5 / 1000)
     assert _value(w, "Volume (mL)") == f"{core.volume_ml:.2f}"
     assert _value(w, "Dice (volumetric)") == f"{core.dice:.4f}"
     assert "Quantity\tValue" in w.table_text()
+    assert w.compute().dice == pytest.approx(core.dice)  # the same, on the calling thread
     w.save(tmp_path / "m.csv")
     row = next(csv.DictReader(open(tmp_path / "m.csv")))
-    assert row["prediction"] == "pred" and float(row["dice"]) == pytest.approx(core.dice, rel=1e-5)
+    assert row["prediction"] == "pred" and row["truth"] == "truth" and row["ct"] == ""
+    assert float(row["dice"]) == pytest.approx(core.dice, rel=1e-5)
     with pytest.raises(FileExistsError):
         w.save(tmp_path / "m.csv")
 
 
-def test_unit_scale_uses_the_paper_default_and_says_so(make_napari_viewer):
+def test_unit_scale_uses_the_paper_default_and_says_so(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     pred, _ = _masks()
     viewer.add_labels(pred, name="pred")
-    w = MeasureWidget(viewer)
-    w.prediction.value = viewer.layers["pred"]
-    result = w.run()
-    assert result.spacing_mm[0] == 2.5
+    w = _widget(viewer, viewer.layers["pred"])
+    result = _run(qtbot, w)
+    assert result.spacing_mm == (2.5, 1.0, 1.0)
     assert "assumed 2.5 mm" in w.note.value
 
 
-def test_shape_mismatch_is_a_message_not_a_traceback(make_napari_viewer):
+def test_the_truths_scale_fills_an_unknown_prediction_scale(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    pred, truth = _masks()
+    viewer.add_labels(pred, name="pred")  # napari's default scale: not known
+    viewer.add_labels(truth, name="truth", scale=(5.0, 0.5, 0.5))
+    w = _widget(viewer, viewer.layers["pred"], viewer.layers["truth"])
+    assert _run(qtbot, w).spacing_mm == (5.0, 0.5, 0.5)
+    assert "not known" not in w.note.value
+
+
+def test_shape_mismatch_is_a_message_not_a_traceback(make_napari_viewer, qtbot, errors):
     viewer = make_napari_viewer()
     pred, truth = _masks()
     viewer.add_labels(pred, name="pred", scale=(2.0, 0.5, 0.5))
     viewer.add_labels(truth[:, :, :-1], name="truth", scale=(2.0, 0.5, 0.5))
-    w = MeasureWidget(viewer)
-    w.prediction.value = viewer.layers["pred"]
-    w.truth.value = viewer.layers["truth"]
-    assert w.run() is None
+    w = _widget(viewer, viewer.layers["pred"], viewer.layers["truth"])
+    assert _run(qtbot, w) is None
     assert "does not match" in w.last_error and "(6, 20, 29)" in w.last_error
+    assert errors == [f"Cannot measure: {w.last_error}"]
+    assert w.note.value == errors[0] and w.table.rowCount() == 0
 
 
-def test_spacing_mismatch_is_refused(make_napari_viewer):
+@pytest.mark.parametrize(
+    "truth_scale, ct_scale, message",
+    [
+        ((5.0, 0.5, 0.5), None,
+         "the truth's voxel size (5, 0.5, 0.5) mm does not match the mask's voxel size (2, 0.5, 0.5) mm"),
+        (None, (5.0, 0.5, 0.5),
+         "the mask's voxel size (2, 0.5, 0.5) mm does not match the CT's spacing (5, 0.5, 0.5) mm"),
+        ((5.0, 0.5, 0.5), (2.0, 0.5, 0.5),
+         "the truth's voxel size (5, 0.5, 0.5) mm does not match the CT's spacing (2, 0.5, 0.5) mm"),
+    ],
+)
+def test_spacing_mismatch_is_refused_by_the_core(make_napari_viewer, qtbot, errors, truth_scale, ct_scale,
+                                                 message):
     viewer = make_napari_viewer()
     pred, truth = _masks()
     viewer.add_labels(pred, name="pred", scale=(2.0, 0.5, 0.5))
-    viewer.add_labels(truth, name="truth", scale=(5.0, 0.5, 0.5))
-    w = MeasureWidget(viewer)
-    w.prediction.value = viewer.layers["pred"]
-    w.truth.value = viewer.layers["truth"]
-    assert w.run() is None and "voxel size" in w.last_error
+    t = viewer.add_labels(truth, name="truth", scale=truth_scale) if truth_scale else None
+    ct = viewer.add_image(np.zeros(pred.shape, np.float32), name="ct", scale=ct_scale) if ct_scale else None
+    w = _widget(viewer, viewer.layers["pred"], t, ct)
+    assert _run(qtbot, w) is None
+    assert w.last_error == message
+    assert errors == [f"Cannot measure: {message}"]
 
 
-def test_measure_on_the_sample_phantom_gives_dice_one_and_left_volume(make_napari_viewer):
+def test_no_prediction_layer_is_a_message(make_napari_viewer, qtbot, errors):
+    viewer = make_napari_viewer()
+    w = _widget(viewer)
+    assert _run(qtbot, w) is None
+    assert "no pneumothorax Labels layer" in w.last_error and len(errors) == 1
+    with pytest.raises(ValueError, match="measure first"):
+        w.save("never-written.csv")
+
+
+def test_final_state_is_set_once_by_the_run_that_returned(make_napari_viewer, qtbot, errors):
+    """Handlers run on the GUI thread; a second click while busy is ignored; a failed run clears the
+    previous result; a late message from an earlier run changes nothing."""
+    viewer = make_napari_viewer()
+    pred, truth = _masks()
+    viewer.add_labels(pred, name="pred", scale=(2.0, 0.5, 0.5))
+    viewer.add_labels(truth[:, :, :-1], name="bad truth", scale=(2.0, 0.5, 0.5))
+    w = _widget(viewer, viewer.layers["pred"])
+    threads = []
+    fill = w._fill
+    w._fill = lambda result: (threads.append(threading.current_thread()), fill(result))
+
+    w.run()
+    first = w.worker
+    w.run()  # busy: ignored
+    assert w.worker is first
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
+    assert threads == [threading.main_thread()]
+    good = w.result
+    assert good is not None and w.table.rowCount() > 0
+    stale_run = w._run_id
+
+    w.truth.value = viewer.layers["bad truth"]
+    assert _run(qtbot, w) is None
+    assert w.worker is not first and w.table.rowCount() == 0 and "does not match" in w.last_error
+    note, error = w.note.value, w.last_error
+
+    w._on_returned(stale_run, {}, (good, None))  # what a late, superseded run would deliver
+    w._on_finished(stale_run)
+    assert w.result is None and w.table.rowCount() == 0
+    assert (w.note.value, w.last_error) == (note, error)
+    assert len(errors) == 1
+
+
+def test_measure_on_the_sample_phantom_gives_dice_one_and_left_volume(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-pneumoseg", "phantom")
     ct_layer, truth_layer = viewer.layers
     assert ct_layer.scale[0] == 5.0 and truth_layer.scale[0] == 5.0
-    w = MeasureWidget(viewer)
-    w.prediction.value = truth_layer
-    w.truth.value = truth_layer
-    w.ct.value = ct_layer
-    result = w.run()
+    w = _widget(viewer, truth_layer, truth_layer, ct_layer)
+    result = _run(qtbot, w)
     assert result.dice == 1.0 and _value(w, "Dice (volumetric)") == "1.0000"
     expected = np.count_nonzero(truth_layer.data) * np.prod(truth_layer.scale) / 1000
     assert result.volume_ml == pytest.approx(expected)
     assert result.left_ml == pytest.approx(expected, rel=0.01)  # the sample is a left pneumothorax
     assert result.right_ml == pytest.approx(0, abs=0.5)
     assert 0 < result.left_pct_hemithorax < 100
+    assert "orientation" not in w.note.value and "scale" not in w.note.value  # the geometry was all there

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
-from ..ct import CTVolume
+from ..ct.volume import ct_from_geometry
 from ..measure import Measurement, measure
 from ._common import keep_choices_fresh, layer_choices, spacing_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
+
+log = logging.getLogger(__name__)
 
 #: What the table shows, in order: (row label, Measurement field, format).
 ROWS = [
@@ -35,10 +39,23 @@ ROWS = [
 ]
 
 NONE = None
+#: Shown in the note while a measurement runs.
+MEASURING = "Measuring..."
 
 
 class MeasureWidget(Container):
-    """A thin shell over :func:`napari_pneumoseg.measure`: layers in, table out."""
+    """A thin shell over :func:`napari_pneumoseg.measure`: layers in, table out.
+
+    :meth:`run` measures in a worker thread (``self.worker``). While it runs,
+    ``busy`` is True, the Measure button is disabled and the note says
+    :data:`MEASURING`. The final state (``result`` or ``last_error``, the table and
+    the note) is set once, on the GUI thread, when the worker returns.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose layers it measures.
+    """
 
     def __init__(self, napari_viewer: "napari.Viewer"):
         import napari.layers
@@ -66,60 +83,104 @@ class MeasureWidget(Container):
         keep_choices_fresh(napari_viewer, self)
         self.result: Optional[Measurement] = None
         self.last_error: Optional[str] = None
+        self.worker = None  # the worker of the latest run
+        self.busy = False  # True from run() until that run's worker has finished
+        self._run_id = 0
+        self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ actions
 
-    def run(self) -> Optional[Measurement]:
-        """Measure the chosen layers and fill the table; errors become a message."""
-        from napari.utils.notifications import show_error
+    def run(self) -> None:
+        """Start measuring the chosen layers in a worker thread, and return at once.
 
-        try:
-            self.result = self.compute()
-        except ValueError as exc:
-            self.last_error = str(exc)
-            self.note.value = f"Cannot measure: {exc}"
-            show_error(f"Cannot measure: {exc}")
-            return None
-        self.last_error = None
-        self._fill(self.result)
-        return self.result
+        Does nothing while a measurement runs. Invalid choices (no pneumothorax
+        layer, shapes or voxel sizes that disagree) end as a message in the note,
+        in ``last_error`` and in napari's notifications. They never raise here.
+        """
+        from napari.qt.threading import create_worker
+
+        if self.busy:
+            return
+        self._run_id += 1
+        run_id = self._run_id
+        self.result, self.last_error = None, None
+        self.table.setRowCount(0)
+        job, names = self._job()
+        self.busy = True
+        self.measure_button.enabled = False
+        self.note.value = MEASURING
+        self.worker = create_worker(_outcome, job, _connect={
+            "returned": partial(self._on_returned, run_id, names),
+            "errored": partial(self._on_errored, run_id),
+            "finished": partial(self._on_finished, run_id),
+        })
 
     def compute(self) -> Measurement:
-        pred = self.prediction.value
+        """Measure the chosen layers on the calling thread (no worker, no table).
+
+        Returns
+        -------
+        Measurement
+
+        Raises
+        ------
+        ValueError
+            If no pneumothorax layer is chosen, or the core refuses the inputs
+            (shapes or voxel sizes that disagree).
+        """
+        job, _ = self._job()
+        return job()
+
+    def _job(self) -> tuple[Callable[[], Measurement], dict[str, str]]:
+        """The chosen layers (read on the GUI thread) as a call of the core for a worker, and their names."""
+        pred, truth, image = self.prediction.value, self.truth.value, self.ct.value
+        names = {"prediction": getattr(pred, "name", ""), "truth": getattr(truth, "name", ""),
+                 "ct": getattr(image, "name", "")}
         if pred is None:
-            raise ValueError("no pneumothorax Labels layer: segment first, or open a mask")
-        truth, image = self.truth.value, self.ct.value
-        ct, spacing, notes = None, spacing_of(pred), []
-        if image is not None:
-            ct, notes = ct_from_layer(image)
-            if spacing is not None and not np.allclose(spacing, ct.spacing, rtol=1e-4):
-                raise ValueError(f"'{pred.name}' has voxel size {spacing} mm but the CT "
-                                 f"'{image.name}' has {tuple(ct.spacing)} mm")
-        elif truth is not None and spacing is None:
-            spacing = spacing_of(truth)
-        if truth is not None:
-            t_spacing = spacing_of(truth)
-            ref = ct.spacing if ct is not None else spacing
-            if t_spacing is not None and ref is not None and not np.allclose(t_spacing, ref, rtol=1e-4):
-                raise ValueError(f"ground truth '{truth.name}' has voxel size {t_spacing} mm, "
-                                 f"the prediction {tuple(ref)} mm")
-        result = measure(np.asarray(pred.data), ct=ct, spacing=None if ct is not None else spacing,
-                         truth=None if truth is None else np.asarray(truth.data))
-        result.notes[:0] = notes
-        return result
+            def no_prediction() -> Measurement:
+                raise ValueError("no pneumothorax Labels layer: segment first, or open a mask")
+
+            return no_prediction, names
+        mask = pred.data
+        spacing = spacing_of(pred)
+        truth_data = None if truth is None else truth.data
+        truth_spacing = None if truth is None else spacing_of(truth)
+        geometry = None if image is None else (image.data, tuple(image.scale), tuple(image.translate),
+                                                dict(image.metadata), f"CT layer '{image.name}'")
+
+        def job() -> Measurement:
+            ct, notes = None, []
+            if geometry is not None:
+                hu, scale, translate, metadata, name = geometry
+                ct, notes = ct_from_geometry(hu, scale, translate, metadata, name=name)
+            result = measure(np.asarray(mask), ct=ct, spacing=spacing,
+                             truth=None if truth_data is None else np.asarray(truth_data),
+                             truth_spacing=truth_spacing)
+            result.notes[:0] = notes
+            return result
+
+        return job, names
 
     def table_text(self) -> str:
-        """The table as tab-separated text (what Copy puts on the clipboard)."""
+        """The table as tab-separated text (what Copy puts on the clipboard).
+
+        Returns
+        -------
+        str
+            A ``Quantity\\tValue`` header line, then one line per row.
+        """
         rows = [f"{self.table.item(r, 0).text()}\t{self.table.item(r, 1).text()}"
                 for r in range(self.table.rowCount())]
         return "\n".join(["Quantity\tValue", *rows])
 
     def copy(self) -> None:
+        """Put :meth:`table_text` on the clipboard."""
         from qtpy.QtWidgets import QApplication
 
         QApplication.clipboard().setText(self.table_text())
 
     def save_dialog(self) -> None:
+        """Ask for a file name and :meth:`save` the last result there."""
         from qtpy.QtWidgets import QFileDialog
 
         if self.result is None:
@@ -131,15 +192,60 @@ class MeasureWidget(Container):
             self.save(path, overwrite=True)
 
     def save(self, path, *, overwrite: bool = False) -> None:
+        """Write the last result as a one-row CSV, with the names of the layers it measured.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The CSV file.
+        overwrite : bool, default False
+            Replace an existing file.
+
+        Raises
+        ------
+        ValueError
+            If nothing has been measured yet.
+        FileExistsError
+            If ``path`` exists and ``overwrite`` is False.
+        """
         from ..io import write_csv
 
-        row = {"prediction": self.prediction.value.name,
-               "truth": getattr(self.truth.value, "name", ""),
-               "ct": getattr(self.ct.value, "name", ""), **self.result.as_row()}
+        if self.result is None:
+            raise ValueError("nothing measured yet: measure first, then save")
+        row = {**self._names, **self.result.as_row()}
         write_csv([row], path, overwrite=overwrite)
         self.note.value = f"saved {path}"
 
-    # ------------------------------------------------------------------- table
+    # ----------------------------------------------------------------- results
+
+    def _on_returned(self, run_id: int, names: dict[str, str],
+                     outcome: tuple[Optional[Measurement], Optional[str]]) -> None:
+        """The one place where a run's final state is set (GUI thread)."""
+        if run_id != self._run_id:  # a run that has been superseded
+            return
+        result, error = outcome
+        if error is not None:
+            self._show_error(error)
+            return
+        self.result, self._names = result, names
+        self._fill(result)
+
+    def _on_errored(self, run_id: int, exc: BaseException) -> None:
+        # _outcome catches everything, so this only fires if the worker itself breaks.
+        if run_id == self._run_id and self.result is None and self.last_error is None:
+            self._show_error(f"{type(exc).__name__}: {exc}")
+
+    def _on_finished(self, run_id: int) -> None:
+        if run_id == self._run_id:
+            self.busy = False
+            self.measure_button.enabled = True
+
+    def _show_error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.last_error = message
+        self.note.value = f"Cannot measure: {message}"
+        show_error(f"Cannot measure: {message}")
 
     def _fill(self, result: Measurement) -> None:
         from qtpy.QtWidgets import QTableWidgetItem
@@ -162,19 +268,17 @@ class MeasureWidget(Container):
         self.note.value = "\n".join(result.notes)
 
 
-def ct_from_layer(layer) -> tuple[CTVolume, list[str]]:
-    """A CTVolume from an Image layer: HU, scale as spacing, geometry from our metadata."""
-    meta = layer.metadata.get("pneumoseg_ct", {})
-    notes = []
-    spacing = spacing_of(layer)
-    if spacing is None:
-        spacing = (2.5, 1.0, 1.0)
-        notes.append(f"CT layer '{layer.name}' has no physical scale: assumed 2.5 mm slices "
-                     "and 1 mm pixels")
-    if "direction" not in meta:
-        notes.append(f"CT layer '{layer.name}' has no patient orientation: assumed a standard "
-                     "axial orientation (columns run to the patient's left)")
-    ct = CTVolume(hu=np.asarray(layer.data), spacing=spacing,
-                  origin=meta.get("origin", (0.0, 0.0, 0.0)),
-                  direction=np.asarray(meta.get("direction", np.eye(3)[::-1])))
-    return ct, notes
+def _outcome(job: Callable[[], Measurement]) -> tuple[Optional[Measurement], Optional[str]]:
+    """Run ``job`` (worker thread): ``(result, None)``, or ``(None, message)`` if it failed.
+
+    Failures come back as a message so the widget shows them, not a traceback. A
+    ValueError is the core refusing its inputs, and its message says why. Anything
+    else is unexpected, so its traceback goes to the log.
+    """
+    try:
+        return job(), None
+    except ValueError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - shown as a message, logged with the traceback
+        log.exception("measurement failed")
+        return None, f"{type(exc).__name__}: {exc}"

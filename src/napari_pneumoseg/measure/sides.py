@@ -1,28 +1,20 @@
 """Left/right pneumothorax volumes and pneumothorax as a share of the hemithorax.
 
-Sides follow the patient, not the array: a voxel is on the patient's left when its
+Sides follow the patient, not the array. A voxel is on the patient's left when its
 LPS x coordinate (from the CT's ``origin``, ``spacing`` and ``direction``) is greater
 than the x of the mid-sagittal plane, so flipped or feet-first series give the
 same answer.
 
-How it is estimated (HU thresholds on the CT, no model):
+The HU analysis comes from :mod:`napari_pneumoseg.ct.air`:
 
-- body: HU > -500; its inside is everything not connected, within its own slice,
-  to the image border through lower densities (so lungs, airways and pneumothorax
-  count as inside; the air around the patient does not);
-- lung: -950 < HU < -300 inside the body, not pneumothorax, belonging to large
-  connected components (>= 2 % of the largest one and >= 5 mL: drops bowel-gas
-  rims and partial-volume specks). Tracheal and bronchial lumen air (about
-  -1000 HU) and pneumothorax air fall below -950 and are excluded by the
-  threshold; so is emphysematous lung, which then counts as neither;
-- midline: halfway between the 1st and 99th percentile of LPS x over the thoracic
-  cavity (lung plus pneumothorax inside the body), so arms, table and a shifted
-  patient do not move it; without enough cavity (< 50 mL) the body's x-centroid.
-
-For speed the body/lung search runs on a grid subsampled in-plane by
-``f = round(min(ny, nx) / 256)`` (2 for 512 x 512, 1 for small images). The lung
-is then counted at full resolution: full-resolution voxels in the HU window that
-lie within one coarse voxel (in-plane) of a coarse lung component.
+- aerated lung is :func:`~napari_pneumoseg.ct.air.aerated_lung`. These are lung-sized
+  components of the :data:`~napari_pneumoseg.ct.air.LUNG_HU` window inside the enclosed
+  region (:func:`~napari_pneumoseg.ct.air.enclosed_mask`), with the pneumothorax mask
+  left out. They are found on the coarse grid and counted at full resolution.
+- the midline is halfway between the 1st and 99th percentile of LPS x over the
+  thoracic cavity (lung plus the pneumothorax inside the enclosed region), so arms,
+  table and a shifted patient do not move it. Without enough cavity
+  (:data:`MIN_CAVITY_ML`) it is the enclosed region's centroid.
 """
 
 from __future__ import annotations
@@ -30,32 +22,13 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from scipy import ndimage
 
+from ..ct.air import OUTSIDE_AIR_HU, aerated_lung
 from .metrics import as_bool
 
-BODY_HU = -500.0
-LUNG_HU = (-950.0, -300.0)
-KEEP_FRACTION = 0.02
-MIN_LUNG_ML = 5.0
+#: Below this much thoracic cavity (mL of lung plus pneumothorax), the midline
+#: is the centroid of the enclosed region instead.
 MIN_CAVITY_ML = 50.0
-COARSE_TARGET = 256
-
-# In-plane connectivity only (no links between slices).
-_PLANE4 = np.zeros((3, 3, 3), bool)
-_PLANE4[1] = ndimage.generate_binary_structure(2, 1)
-_PLANE8 = np.zeros((3, 3, 3), bool)
-_PLANE8[1] = True
-
-
-def _inside_body(hc: np.ndarray) -> np.ndarray:
-    """Voxels inside the body: not joined to the in-plane image border through HU <= -500."""
-    lab, n = ndimage.label(hc <= BODY_HU, structure=_PLANE4)
-    border = np.zeros(n + 1, bool)
-    for edge in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
-        border[edge] = True
-    border[0] = False
-    return ~border[lab]
 
 
 def _x_of(ct, k, j, i) -> np.ndarray:
@@ -66,42 +39,62 @@ def _x_of(ct, k, j, i) -> np.ndarray:
 
 
 def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = None) -> tuple[dict, list[str]]:
-    """Per-side volumes (mL), lung volumes (mL), % of hemithorax and the midline x (mm).
+    """Per-side pneumothorax and lung volumes, % of hemithorax and the midline.
 
-    ``mask`` must have the CT's shape (checked by the caller); nonzero = pneumothorax.
-    Returns the fields and notes about anything that limited the estimate.
+    Parameters
+    ----------
+    mask : ndarray, shape (z, y, x)
+        Pneumothorax mask with the CT's shape (the caller checks it). Nonzero means
+        pneumothorax.
+    ct : CTVolume
+        The CT: HU, spacing and patient orientation.
+    pred_per_slice : ndarray of int, shape (z,), optional
+        Mask voxels per slice, if the caller has them (slices without any are skipped).
+
+    Returns
+    -------
+    fields : dict
+        ``left_ml``, ``right_ml``, ``left_lung_ml``, ``right_lung_ml`` (mL),
+        ``left_pct_hemithorax``, ``right_pct_hemithorax``
+        (``100 * ptx / (ptx + lung)`` on that side, None when both are 0) and
+        ``midline_x_mm`` (LPS x of the mid-sagittal plane).
+    notes : list of str
+        Anything that limited the estimate (no cavity, no lung on a side).
+
+    Examples
+    --------
+    >>> from napari_pneumoseg import CTVolume
+    >>> hu = np.full((4, 40, 60), -1000.0)
+    >>> hu[:, 4:36, 4:56] = 40.0
+    >>> hu[:, 8:32, 8:26] = hu[:, 8:32, 34:52] = -850.0      # two lungs
+    >>> ct = CTVolume(hu=hu, spacing=(5.0, 2.0, 2.0))          # standard axial: columns run left
+    >>> mask = np.zeros(hu.shape, np.uint8)
+    >>> mask[:, 10:20, 40:50] = 1
+    >>> fields, notes = side_analysis(mask, ct)
+    >>> round(fields["left_ml"], 1), fields["right_ml"]
+    (8.0, 0.0)
     """
     notes: list[str] = []
     hu = ct.hu
     nz, ny, nx = hu.shape
     voxel_ml = ct.voxel_volume_ml
-    f = max(1, int(round(min(ny, nx) / COARSE_TARGET)))
+
+    est = aerated_lung(hu, voxel_ml, exclude=mask)
+    f = est.step
     coarse_ml = voxel_ml * f * f
-
-    hc = np.ascontiguousarray(hu[:, ::f, ::f])
     mc = as_bool(mask[:, ::f, ::f])
-    inside = _inside_body(hc)
-    cand = (hc > LUNG_HU[0]) & (hc < LUNG_HU[1]) & inside & ~mc
-    lab, n = ndimage.label(cand)
-    if n:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        keep = sizes >= max(KEEP_FRACTION * sizes.max(), MIN_LUNG_ML / coarse_ml)
-        keep[0] = False
-        lung_c = keep[lab]
-    else:
-        lung_c = np.zeros_like(cand)
-    del lab, cand
 
-    # Midline from the thoracic cavity's x-extent; body centroid as a fallback.
-    cavity = lung_c | (mc & inside)
+    # Midline from the thoracic cavity's x-extent; enclosed region's centroid as a fallback.
+    cavity = est.lung | (mc & est.enclosed)
+    del mc
     n_cav = int(np.count_nonzero(cavity))
     if n_cav * coarse_ml >= MIN_CAVITY_ML:
         k, j, i = np.nonzero(cavity)
         lo, hi = np.percentile(_x_of(ct, k, j * f, i * f), [1.0, 99.0])
         midline = float(lo + hi) / 2.0
         del k, j, i
-    elif np.any(inside):
+    elif np.any(est.enclosed):
+        inside = est.enclosed
         mk = np.average(np.arange(nz), weights=inside.sum(axis=(1, 2)))
         mj = np.average(np.arange(inside.shape[1]) * f, weights=inside.sum(axis=(0, 2)))
         mi = np.average(np.arange(inside.shape[2]) * f, weights=inside.sum(axis=(0, 1)))
@@ -111,17 +104,13 @@ def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = N
         )
     else:
         midline = float(_x_of(ct, (nz - 1) / 2, (ny - 1) / 2, (nx - 1) / 2))
-        notes.append("no body found (nothing above -500 HU): midline at the volume's centre")
+        notes.append(f"no body found (nothing above {OUTSIDE_AIR_HU:g} HU): midline at the volume's centre")
     del cavity
 
     # x of each in-plane voxel without the slice term; compare per slice.
     plane_x = _x_of(ct, 0, np.arange(ny)[:, None], np.arange(nx)[None, :])
     step_x = ct.spacing[0] * ct.direction[0, 0]
-    region = ndimage.binary_dilation(lung_c, structure=_PLANE8) & inside
-    del lung_c, inside
-    jj = np.minimum(np.arange(ny) // f, region.shape[1] - 1)
-    ii = np.minimum(np.arange(nx) // f, region.shape[2] - 1)
-    z_with_lung = np.flatnonzero(region.any(axis=(1, 2)))
+    z_with_lung = est.slices()
     if pred_per_slice is None:
         z_with_ptx = np.arange(nz)
     else:
@@ -138,11 +127,8 @@ def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = N
             n_left = int(np.count_nonzero(np.logical_and(m, left, out=buf)))
             ptx["left"] += n_left
             ptx["right"] += n_m - n_left
-        if region[k].any():
-            h = hu[k]
-            lg = (h > LUNG_HU[0]) & (h < LUNG_HU[1]) & region[k][jj][:, ii]
-            if n_m:
-                lg &= ~m
+        if est.region[k].any():
+            lg = est.full_slice(k, hu[k], m if n_m else None)
             n_l = int(np.count_nonzero(lg))
             n_left = int(np.count_nonzero(np.logical_and(lg, left, out=buf)))
             lung["left"] += n_left

@@ -1,4 +1,4 @@
-"""Tests of napari_pneumoseg.measure: volumes, overlap metrics, AUC, left/right and % of hemithorax."""
+"""Tests of napari_pneumoseg.measure: volumes, overlap metrics, AUC, spacing, left/right and % of hemithorax."""
 
 from __future__ import annotations
 
@@ -265,6 +265,56 @@ def test_shape_and_spacing_mismatch_errors():
         measure(mask, spacing=(1, 1, 1, 1))
     with pytest.raises(ValueError, match="positive"):
         measure(mask, spacing=(1, 0, 1))
+
+
+def test_voxel_size_refusals_name_both_sizes():
+    """Every pair of voxel sizes that disagree is refused, and the message names both."""
+    mask = np.zeros((3, 4, 5), bool)
+    ct = CTVolume(hu=np.zeros((3, 4, 5)), spacing=(5.0, 0.5, 0.5))
+    msg = r"the mask's voxel size \(2, 0\.5, 0\.5\) mm does not match the CT's spacing \(5, 0\.5, 0\.5\) mm"
+    with pytest.raises(ValueError, match=msg):
+        measure(mask, ct=ct, spacing=(2.0, 0.5, 0.5))
+    msg = r"the mask's voxel size \(\?, 0\.7, 0\.5\) mm does not match the CT's spacing"
+    with pytest.raises(ValueError, match=msg):  # only the known entries are compared, and they differ
+        measure(mask, ct=ct, spacing=(0.7, 0.5))
+    msg = r"the truth's voxel size \(2, 0\.5, 0\.5\) mm does not match the CT's spacing \(5, 0\.5, 0\.5\) mm"
+    with pytest.raises(ValueError, match=msg):
+        measure(mask, ct=ct, truth=mask, truth_spacing=(2.0, 0.5, 0.5))
+    msg = r"the truth's voxel size \(5, 0\.5, 0\.5\) mm does not match the mask's voxel size \(2, 0\.5, 0\.5\) mm"
+    with pytest.raises(ValueError, match=msg):
+        measure(mask, spacing=(2.0, 0.5, 0.5), truth=mask, truth_spacing=(5.0, 0.5, 0.5))
+    with pytest.raises(ValueError, match="truth_spacing was given without truth"):
+        measure(mask, spacing=(1, 1, 1), truth_spacing=(1, 1, 1))
+    with pytest.raises(ValueError, match="truth_spacing must be positive"):
+        measure(mask, truth=mask, truth_spacing=(1, -1, 1))
+    with pytest.raises(ValueError, match=r"truth_spacing must be \(z, y, x\)"):
+        measure(mask, truth=mask, truth_spacing=(1, 1, 1, 1))
+
+
+def test_voxel_sizes_that_agree_or_are_unknown_are_accepted():
+    mask = np.zeros((3, 4, 5), bool)
+    mask[1, 1, 1:3] = True
+    ct = CTVolume(hu=np.zeros((3, 4, 5)), spacing=(5.0, 0.5, 0.5))
+    r = measure(mask, ct=ct, spacing=(5.0 * (1 + 1e-6), None, 0.5), truth=mask, truth_spacing=(0.5, 0.5))
+    assert r.spacing_mm == (5.0, 0.5, 0.5) and r.dice == 1.0
+    # Without a CT the truth's voxel size fills what the mask's leaves unknown, without a note.
+    r = measure(mask, truth=mask, truth_spacing=(5.0, 0.5, 0.5))
+    assert r.spacing_mm == (5.0, 0.5, 0.5)
+    assert not any("not known" in n for n in r.notes)
+    r = measure(mask, spacing=(None, 0.5, 0.5), truth=mask, truth_spacing=(5.0, None, None))
+    assert r.spacing_mm == (5.0, 0.5, 0.5)
+    # The truth knowing only the in-plane size leaves the slice spacing to the default, noted.
+    r = measure(mask, truth=mask, truth_spacing=(0.5, 0.5))
+    assert r.spacing_mm == (2.5, 0.5, 0.5)
+    assert any("slice spacing not known" in n for n in r.notes)
+    assert not any("in-plane" in n for n in r.notes)
+
+
+def test_defaults_are_the_documented_constants():
+    from napari_pneumoseg.measure import DEFAULT_PIXEL_SPACING_MM, DEFAULT_SLICE_SPACING_MM
+
+    r = measure(np.zeros((2, 2, 2), bool))
+    assert r.spacing_mm == (DEFAULT_SLICE_SPACING_MM, DEFAULT_PIXEL_SPACING_MM, DEFAULT_PIXEL_SPACING_MM)
 
 
 def test_row_and_columns():
