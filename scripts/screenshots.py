@@ -108,6 +108,10 @@ def main() -> int:
     meas.truth.value = truth_layer
     meas.ct.value = ct_layer
     meas.run()
+    wait_for(meas)
+    if meas.last_error:
+        print(meas.last_error, file=sys.stderr)
+        return 1
     shot(viewer, out / "measure.png")
 
     # 4. A short real training on the phantom pair (small encoder so it takes a minute).

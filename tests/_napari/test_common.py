@@ -27,7 +27,20 @@ def test_progress_in_order_then_the_result_then_done_and_nothing_after(qtbot):
     assert [e[1][1] for e in log[:-2]] == list(range(50))
     assert log[-2:] == [("result", "the answer"), ("done",)]
     job._progress(("progress", 50, 50, "late"))  # a message delivered after the outcome
+    job._result("a second answer")
+    job._error(ValueError("late"))
     assert log[-1] == ("done",)
+
+
+def test_a_plain_function_runs_too_and_its_runtime_error_is_reported(qtbot):
+    job, log = _run(qtbot, lambda: 42)
+    assert log == [("result", 42), ("done",)]
+
+    def broken():
+        raise RuntimeError("numpy said no")
+
+    job, log = _run(qtbot, broken)  # superqt alone would end silently, with no finished signal
+    assert log == [("error", "numpy said no"), ("done",)]
 
 
 @pytest.mark.parametrize("exc", [ValueError("bad input"), RuntimeError("engine died")])

@@ -167,15 +167,15 @@ def test_final_state_is_set_once_by_the_run_that_returned(make_napari_viewer, qt
     assert threads == [threading.main_thread()]
     good = w.result
     assert good is not None and w.table.rowCount() > 0
-    stale_run = w._run_id
+    stale_job = w.job
 
     w.truth.value = viewer.layers["bad truth"]
     assert _run(qtbot, w) is None
     assert w.worker is not first and w.table.rowCount() == 0 and "does not match" in w.last_error
     note, error = w.note.value, w.last_error
 
-    w._on_returned(stale_run, {}, (good, None))  # what a late, superseded run would deliver
-    w._on_finished(stale_run)
+    stale_job._result((good, None))  # what a late message of the earlier run would deliver
+    stale_job._progress(("progress", 1, 1, "late"))
     assert w.result is None and w.table.rowCount() == 0
     assert (w.note.value, w.last_error) == (note, error)
     assert len(errors) == 1

@@ -96,11 +96,17 @@ class JobFailed(Exception):
 
 
 def _reporting_runtime_errors(job: Callable) -> Callable:
+    """``job`` as a generator function (a plain function becomes one that yields nothing)."""
+    import inspect
+
     def run(*args, **kwargs):
         try:
-            return (yield from job(*args, **kwargs))
+            if inspect.isgeneratorfunction(job):
+                return (yield from job(*args, **kwargs))
+            return job(*args, **kwargs)
         except RuntimeError as exc:
             raise JobFailed(str(exc) or type(exc).__name__) from exc
+        yield  # pragma: no cover - makes run a generator function in both cases
 
     return run
 
@@ -108,11 +114,11 @@ def _reporting_runtime_errors(job: Callable) -> Callable:
 class BackgroundJob:
     """One background run of a widget, with a deterministic order: the outcome always wins.
 
-    ``job`` is a generator function run in napari's worker thread; what it
-    yields goes to ``on_progress`` and what it returns to ``on_result`` (or an
-    exception to ``on_error``), all on the GUI thread. Once the outcome has been
-    handled, nothing that arrives later (a progress message still queued, a
-    yield after the result) is passed on, so the widget's final state is the
+    ``job`` is a function or generator function run in napari's worker thread;
+    what it yields goes to ``on_progress`` and what it returns to ``on_result``
+    (or an exception to ``on_error``), all on the GUI thread. Once the outcome
+    has been handled, nothing that arrives later (a progress message still
+    queued, a second outcome) is passed on, so the widget's final state is the
     outcome's. ``on_done`` runs last, after the outcome, whatever it was.
     :attr:`done` turns True after ``on_done``: tests wait on it.
     """
@@ -135,12 +141,14 @@ class BackgroundJob:
             self._on_progress(item)
 
     def _result(self, value) -> None:
-        self.final = True
-        self._on_result(value)
+        if not self.final:
+            self.final = True
+            self._on_result(value)
 
     def _error(self, exc: BaseException) -> None:
-        self.final = True
-        self._on_error(exc)
+        if not self.final:
+            self.final = True
+            self._on_error(exc)
 
     def _finished(self) -> None:
         self.final = True

@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from ..ct.volume import ct_from_geometry
 from ..measure import Measurement, measure
-from ._common import keep_choices_fresh, layer_choices, spacing_of
+from ._common import BackgroundJob, keep_choices_fresh, layer_choices, spacing_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -46,7 +46,7 @@ MEASURING = "Measuring..."
 class MeasureWidget(Container):
     """A thin shell over :func:`napari_pneumoseg.measure`: layers in, table out.
 
-    :meth:`run` measures in a worker thread (``self.worker``). While it runs,
+    :meth:`run` measures in a worker thread (a :class:`BackgroundJob`). While it runs,
     ``busy`` is True, the Measure button is disabled and the note says
     :data:`MEASURING`. The final state (``result`` or ``last_error``, the table and
     the note) is set once, on the GUI thread, when the worker returns.
@@ -83,9 +83,7 @@ class MeasureWidget(Container):
         keep_choices_fresh(napari_viewer, self)
         self.result: Optional[Measurement] = None
         self.last_error: Optional[str] = None
-        self.worker = None  # the worker of the latest run
-        self.busy = False  # True from run() until that run's worker has finished
-        self._run_id = 0
+        self.job: Optional[BackgroundJob] = None  # the latest run
         self._names: dict[str, str] = {}
 
     # ------------------------------------------------------------------ actions
@@ -97,23 +95,26 @@ class MeasureWidget(Container):
         layer, shapes or voxel sizes that disagree) end as a message in the note,
         in ``last_error`` and in napari's notifications. They never raise here.
         """
-        from napari.qt.threading import create_worker
-
         if self.busy:
             return
-        self._run_id += 1
-        run_id = self._run_id
         self.result, self.last_error = None, None
         self.table.setRowCount(0)
         job, names = self._job()
-        self.busy = True
         self.measure_button.enabled = False
         self.note.value = MEASURING
-        self.worker = create_worker(_outcome, job, _connect={
-            "returned": partial(self._on_returned, run_id, names),
-            "errored": partial(self._on_errored, run_id),
-            "finished": partial(self._on_finished, run_id),
-        })
+        self.job = BackgroundJob(partial(_outcome, job), on_progress=lambda item: None,
+                                 on_result=partial(self._on_returned, names),
+                                 on_error=self._on_errored, on_done=self._on_finished)
+
+    @property
+    def busy(self) -> bool:
+        """True from :meth:`run` until that run's outcome is shown and the button is back."""
+        return self.job is not None and not self.job.done
+
+    @property
+    def worker(self):
+        """napari's worker of the latest run (None before the first)."""
+        return None if self.job is None else self.job.worker
 
     def compute(self) -> Measurement:
         """Measure the chosen layers on the calling thread (no worker, no table).
@@ -218,11 +219,9 @@ class MeasureWidget(Container):
 
     # ----------------------------------------------------------------- results
 
-    def _on_returned(self, run_id: int, names: dict[str, str],
+    def _on_returned(self, names: dict[str, str],
                      outcome: tuple[Optional[Measurement], Optional[str]]) -> None:
         """The one place where a run's final state is set (GUI thread)."""
-        if run_id != self._run_id:  # a run that has been superseded
-            return
         result, error = outcome
         if error is not None:
             self._show_error(error)
@@ -230,15 +229,12 @@ class MeasureWidget(Container):
         self.result, self._names = result, names
         self._fill(result)
 
-    def _on_errored(self, run_id: int, exc: BaseException) -> None:
+    def _on_errored(self, exc: BaseException) -> None:
         # _outcome catches everything, so this only fires if the worker itself breaks.
-        if run_id == self._run_id and self.result is None and self.last_error is None:
-            self._show_error(f"{type(exc).__name__}: {exc}")
+        self._show_error(f"{type(exc).__name__}: {exc}")
 
-    def _on_finished(self, run_id: int) -> None:
-        if run_id == self._run_id:
-            self.busy = False
-            self.measure_button.enabled = True
+    def _on_finished(self) -> None:
+        self.measure_button.enabled = True
 
     def _show_error(self, message: str) -> None:
         from napari.utils.notifications import show_error
