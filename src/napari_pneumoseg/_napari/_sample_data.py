@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ct.volume import geometry_metadata
 from ..phantom import make_phantom
 
 
@@ -36,7 +37,7 @@ def sample_phantom() -> list[tuple[Any, dict, str]]:
                       spacing=(5.0, 1.4, 1.4), shape_yx=(256, 256))
     ct = ph.ct
     translate = ct.translate
-    meta = {"pneumoseg_ct": {**ct.geometry(), "warnings": [], **ct.metadata}, "phantom": ph.info}
+    meta = {**geometry_metadata(ct), "phantom": ph.info}
     return [
         (ct.hu, {"name": "Pneumothorax phantom", "scale": ct.spacing, "translate": translate,
                  "contrast_limits": (-1000, 400), "colormap": "gray", "metadata": meta}, "image"),

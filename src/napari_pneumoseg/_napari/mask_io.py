@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ..ct.volume import GEOMETRY_KEY
 from ..io.grid import (
     STANDARD_AXIAL,
     Grid,
@@ -113,7 +114,7 @@ def mask_layer_data(mf: MaskFile, cts=()) -> list[tuple[Any, dict, str]]:
             "name": name,
             "scale": tuple(grid.spacing),
             "translate": tuple(float(v) for v in grid.direction @ np.asarray(grid.origin)),
-            "metadata": {"pneumoseg_ct": ct_meta, "pneumoseg_mask": {**file_info, "layer": i}},
+            "metadata": {GEOMETRY_KEY: ct_meta, "pneumoseg_mask": {**file_info, "layer": i}},
         }
         colors = {s.label: (*s.color, 1.0) for s in segs if s.color}
         if colors:
@@ -153,7 +154,7 @@ def _viewer_cts() -> list[tuple[Grid, dict]]:
         return []
     found = []
     for layer in reversed(list(viewer.layers)):
-        meta = getattr(layer, "metadata", {}).get("pneumoseg_ct")
+        meta = getattr(layer, "metadata", {}).get(GEOMETRY_KEY)
         if isinstance(layer, napari.layers.Image) and isinstance(meta, dict):
             try:
                 found.append((as_grid(meta), meta))
@@ -187,7 +188,7 @@ def labels_grid(data: np.ndarray, meta: dict) -> Grid:
     """The voxel grid to save a Labels layer on: its CT's, else its scale and translate."""
     if data.ndim != 3:
         raise ValueError(f"only 3-D label layers can be saved as masks, got shape {data.shape}")
-    ct = (meta.get("metadata") or {}).get("pneumoseg_ct")
+    ct = (meta.get("metadata") or {}).get(GEOMETRY_KEY)
     if isinstance(ct, dict) and {"spacing", "origin", "direction"} <= set(ct):
         grid = as_grid({**ct, "shape": ct.get("shape", data.shape)})
         if grid.shape != data.shape:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from ..ct import CTVolume, read_ct
+from ..ct import CTVolume, geometry_metadata, read_ct
 from ..ct.dicom import first_dicom_file, looks_like_dicom
 
 PathOrPaths = Union[str, list[str]]
@@ -78,11 +78,7 @@ def ct_layer_data(ct: CTVolume, source: PathOrPaths = "") -> tuple[Any, dict, st
         "translate": ct.translate,
         "contrast_limits": limits,
         "colormap": "gray",
-        "metadata": {"pneumoseg_ct": ct_layer_metadata(ct)},
+        "metadata": geometry_metadata(ct),
     }
     return ct.hu, kwargs, "image"
 
-
-def ct_layer_metadata(ct: CTVolume) -> dict:
-    """Geometry, warnings and source metadata to keep with an image layer."""
-    return {**ct.geometry(), "warnings": list(ct.warnings), **ct.metadata}

@@ -120,6 +120,30 @@ GEOMETRY_KEY = "pneumoseg_ct"
 _GEOMETRY_FIELDS = ("shape", "spacing", "origin", "direction", "warnings")
 
 
+def geometry_metadata(ct: CTVolume) -> dict[str, Any]:
+    """The metadata a viewer layer keeps for ``ct``: what :func:`ct_from_geometry` reads back.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        The volume.
+
+    Returns
+    -------
+    dict
+        ``{GEOMETRY_KEY: {shape, spacing, origin, direction, warnings, **ct.metadata}}``,
+        plain data.
+
+    Examples
+    --------
+    >>> ct = CTVolume(np.zeros((2, 3, 4)), spacing=(2.5, 0.7, 0.7), origin=(1.0, 2.0, 3.0))
+    >>> back, notes = ct_from_geometry(ct.hu, scale=ct.spacing, metadata=geometry_metadata(ct))
+    >>> back.origin == ct.origin and notes == []
+    True
+    """
+    return {GEOMETRY_KEY: {**ct.geometry(), "warnings": list(ct.warnings), **ct.metadata}}
+
+
 def ct_from_geometry(hu, scale=None, translate=None, metadata: Optional[Mapping[str, Any]] = None,
                      *, name: str = "the CT") -> tuple[CTVolume, list[str]]:
     """Build a CTVolume from an HU array and the geometry a viewer layer carries.
