@@ -29,7 +29,7 @@ class TextProgress:
 
 def _cmd_info(args) -> int:
     from .ct import read_ct
-    from .ct.air import internal_air_mask
+    from .ct.air import BODY_HU, internal_air_mask
 
     ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading"))
     meta = ct.metadata
@@ -41,7 +41,7 @@ def _cmd_info(args) -> int:
     print(f"  slice axis  {[round(float(v), 3) for v in ct.direction[0]]} (LPS)")
     print(f"  HU range    {ct.hu.min():.0f} .. {ct.hu.max():.0f}")
     air = internal_air_mask(ct.hu)
-    print(f"  air inside the body (HU < -400): {air.sum() * ct.voxel_volume_ml:.1f} mL")
+    print(f"  air inside the body (HU < {BODY_HU:g}): {air.sum() * ct.voxel_volume_ml:.1f} mL")
     for w in ct.warnings:
         print(f"  warning: {w}")
     return 0

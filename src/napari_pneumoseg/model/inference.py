@@ -427,19 +427,39 @@ def _clock(seconds: float) -> str:
 
 
 def configure_device(device: str = "auto", mixed_precision: bool = False) -> dict:
-    """Choose where TensorFlow runs; call it once, BEFORE any model is built or run.
+    """Choose where TensorFlow runs; call it once, before any model is built or run.
 
-    ``"auto"`` uses a GPU when TensorFlow sees one, ``"gpu"`` insists on one
-    (RuntimeError if none), ``"cpu"`` hides all GPUs. Visible GPUs get memory
-    growth, so TensorFlow does not grab all GPU memory up front (napari and
-    other processes share it). TensorFlow fixes its device set when it first
-    uses a device; after that hiding GPUs or turning on memory growth is
-    impossible and this raises RuntimeError for ``"cpu"``/``"gpu"`` (with
-    ``"auto"`` it only warns). ``mixed_precision`` sets Keras' global
-    ``mixed_float16`` policy for models built afterwards; it only pays off on
-    GPUs and is ignored with a warning on CPU.
+    Visible GPUs get memory growth, so TensorFlow does not grab all GPU memory
+    up front (napari and other processes share it). TensorFlow fixes its device
+    set when it first uses a device; after that, hiding GPUs or turning on
+    memory growth is impossible.
 
-    Returns ``{"device": "cpu"|"gpu", "gpus": [names], "mixed_precision": bool}``.
+    Parameters
+    ----------
+    device : {"auto", "cpu", "gpu"}, optional
+        ``"auto"`` uses a GPU when TensorFlow sees one, ``"gpu"`` insists on
+        one, ``"cpu"`` hides all GPUs.
+    mixed_precision : bool, optional
+        Set Keras' global ``mixed_float16`` policy for models built afterwards;
+        only on a GPU (ignored with a warning on the CPU).
+
+    Returns
+    -------
+    dict
+        ``{"device": "cpu" | "gpu", "gpus": [names], "mixed_precision": bool}``.
+
+    Raises
+    ------
+    ValueError
+        ``device`` is not one of the three.
+    RuntimeError
+        ``"gpu"`` without a visible GPU, or ``"cpu"``/``"gpu"`` after TensorFlow
+        has initialised its devices (with ``"auto"`` that only warns).
+
+    Examples
+    --------
+    >>> configure_device("cpu")  # doctest: +SKIP
+    {'device': 'cpu', 'gpus': [], 'mixed_precision': False}
     """
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")

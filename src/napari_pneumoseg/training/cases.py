@@ -40,10 +40,38 @@ class Case:
 def load_cases(cases: Union[str, os.PathLike, Sequence[Any]], progress=None) -> list[Case]:
     """Normalise what the user gave into Cases; a mismatch is an error naming the case.
 
-    ``cases`` is a dataset folder, or a sequence of ``(ct, mask)`` pairs where
-    ``ct`` is a CTVolume or an HU array (spacing then defaults to the paper's
-    2.5 mm slices and 1 mm pixels; pass ``(hu, mask, spacing)`` to give it), or
-    of Case objects.
+    Parameters
+    ----------
+    cases : str, os.PathLike or sequence
+        A dataset folder (one subfolder per patient with a DICOM series and one
+        mask file of :data:`MASK_SUFFIXES`), or a sequence of ``(ct, mask)``
+        pairs where ``ct`` is a CTVolume or an HU array (the spacing then
+        defaults to the paper's 2.5 mm slices and 1 mm pixels; pass ``(hu,
+        mask, spacing)`` to give it), or of Case objects.
+    progress : callable, optional
+        ``progress(done, total, text)`` per patient folder read.
+
+    Returns
+    -------
+    list of Case
+        Masks as uint8 0/1, on their CT's grid.
+
+    Raises
+    ------
+    ValueError
+        No cases; a CT that is not 3-D; a mask of another shape; a dataset
+        folder without patient subfolders, or a patient without (or with
+        several) mask files.
+    CTReadError, MaskFileError, MaskGeometryError
+        A patient's DICOM series or mask file cannot be read, or the mask is
+        not on the CT's grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hu, mask = np.zeros((3, 8, 8)), np.zeros((3, 8, 8))
+    >>> [c.spacing for c in load_cases([(hu, mask, (5.0, 0.7, 0.7))])]
+    [(5.0, 0.7, 0.7)]
     """
     if isinstance(cases, (str, os.PathLike)):
         return list(_cases_from_folder(Path(cases), progress))
