@@ -65,17 +65,89 @@ def read_ct(
     cancel: Any = None,
     workers: Optional[int] = None,
 ) -> CTVolume:
-    """Read one CT series from a folder (searched recursively), a file, or a list of files.
+    """Read one CT series from DICOM files as Hounsfield units on its voxel grid.
 
-    With several series present, the one with the most axial CT slices is
-    read (the others are named in ``warnings``) unless ``series_uid`` picks
-    one. Raises :class:`CTReadError` when no CT volume can be formed.
+    Behaves like GDCM/SimpleITK series reading. Files are grouped into
+    stacks (series, orientation, image size and pixel spacing); objects that
+    are not CT images (localizers, secondary captures, reports, DICOMDIR,
+    files that are not DICOM) are skipped. The stack with the most axial
+    slices is read unless ``series_uid`` picks one. What the result
+    guarantees:
 
-    Headers are parsed one file after another; pixel data are decoded by
-    ``workers`` threads (default ``min(8, 2 * os.cpu_count())``).
-    ``progress(done, total, text)`` is called while headers are read and while
-    pixels are decoded; ``cancel`` is checked every few files and raises
-    :class:`~napari_pneumoseg.progress.Cancelled`.
+    - slices are ordered along the slice normal (row x column direction of
+      ImageOrientationPatient), never by InstanceNumber;
+    - the slice spacing is the median step between slice positions along
+      that normal, never SliceThickness (which only a single slice falls
+      back to, with a warning);
+    - each slice's own RescaleSlope and RescaleIntercept are applied, and
+      pixels marked as padding (PixelPaddingValue, PixelPaddingRangeLimit)
+      become :data:`PADDING_HU` (-1000 HU);
+    - compressed transfer syntaxes (JPEG lossless, JPEG-LS, JPEG 2000, RLE),
+      big endian and Enhanced (multi-frame) CT are read;
+    - nothing irregular is fixed silently: skipped files and series, a
+      non-axial series, duplicate positions (one slice per position is kept,
+      or one acquisition), missing or unevenly spaced slices (not
+      interpolated), gantry tilt (shown sheared, not resampled) and slices
+      whose pixels could not be decoded (dropped) are each described in
+      ``warnings``.
+
+    Parameters
+    ----------
+    path : str, os.PathLike, or sequence of them
+        A folder (searched recursively; hidden files are skipped), one file,
+        or a list of files (folders in the list are searched too).
+    series_uid : str, optional
+        SeriesInstanceUID of the series to read. Default: the stack with the
+        most axial slices.
+    progress : callable, optional
+        ``progress(done, total, text)``, called while headers are parsed (one
+        file after another) and while pixel data are decoded.
+    cancel : callable or threading.Event, optional
+        Checked every few files (see :mod:`napari_pneumoseg.progress`).
+    workers : int, optional
+        Threads decoding pixel data; default ``min(8, 2 * os.cpu_count())``.
+
+    Returns
+    -------
+    CTVolume
+        ``hu`` as float32 ``(z, y, x)``; ``spacing``, ``origin`` (the first
+        slice in normal order) and ``direction`` from the DICOM geometry;
+        ``warnings`` as above; ``metadata`` with the series, study and
+        frame-of-reference UIDs, description, window and, per slice in array
+        order, the source ``files``, ``frames``, ``sop_instance_uids``,
+        ``instance_numbers``, ``positions`` and ``rescale`` (what a DICOM-SEG
+        of this CT must reference), plus ``padding_replaced``.
+
+    Raises
+    ------
+    CTReadError
+        ``path`` does not exist or holds no files; no CT image series is
+        found (the message says what was skipped and why); ``series_uid``
+        matches no series (the message lists those found); all slices lie at
+        one position; or no slice could be decoded. The message names the
+        path.
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` said so; nothing is returned.
+
+    Examples
+    --------
+    A series written by :func:`~napari_pneumoseg.ct.write_dicom_series` reads
+    back with its geometry:
+
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume, write_dicom_series
+    >>> folder = Path(tempfile.mkdtemp()) / "series"
+    >>> air = CTVolume(np.full((3, 4, 5), -1000.0), spacing=(2.5, 0.7, 0.7))
+    >>> files = write_dicom_series(air, folder)
+    >>> ct = read_ct(folder)
+    >>> ct.shape, ct.spacing, ct.hu.dtype, ct.warnings
+    ((3, 4, 5), (2.5, 0.7, 0.7), dtype('float32'), [])
+    >>> read_ct(files[:2]).shape  # a list of files
+    (2, 4, 5)
+    >>> read_ct(folder / "missing")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_pneumoseg.ct.volume.CTReadError: .../missing: no such file or folder.
     """
     files = _list_files(path)
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
@@ -263,7 +335,7 @@ def _slices_of(file: Path, ds) -> list[_Slice]:
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception:
-        raise _SkipFile("that lack image size (Rows/Columns)")
+        raise _SkipFile("that lack image size (Rows/Columns)")  # noqa: B904 (read_ct turns it into a warning)
     series = str(ds.get("SeriesInstanceUID", "") or "")
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPInstanceUID", "") or "")
@@ -320,7 +392,7 @@ def _vec(value, n: int) -> np.ndarray:
     try:
         v = np.array([float(x) for x in value], dtype=float)
     except (TypeError, ValueError):
-        raise _SkipFile("with unreadable geometry values")
+        raise _SkipFile("with unreadable geometry values")  # noqa: B904 (read_ct turns it into a warning)
     if v.shape != (n,) or not np.all(np.isfinite(v)):
         raise _SkipFile("with unreadable geometry values")
     return v
@@ -638,7 +710,30 @@ def _metadata(ds, stack: list[_Slice]) -> dict[str, Any]:
 
 
 def iter_dicom_files(folder: PathLike) -> Iterable[Path]:
-    """Files below ``folder`` that start like DICOM (preamble + 'DICM'), for reader hooks."""
+    """Files below ``folder`` that start like DICOM (preamble + ``DICM``), in sorted order.
+
+    The whole tree is listed and sorted first, and every file is opened
+    (132 bytes); for a quick yes/no use :func:`first_dicom_file`.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The folder to search, recursively.
+
+    Yields
+    ------
+    pathlib.Path
+        Each file for which :func:`looks_like_dicom` is true.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "a.dcm").write_bytes(bytes(128) + b"DICM" + bytes(16))
+    >>> _ = (folder / "notes.txt").write_text("not DICOM")
+    >>> [f.name for f in iter_dicom_files(folder)]
+    ['a.dcm']
+    """
     for f in sorted(Path(folder).rglob("*")):
         if f.is_file() and looks_like_dicom(f):
             yield f
@@ -666,7 +761,19 @@ def first_dicom_file(folder: PathLike, *, max_files: int = SNIFF_MAX_FILES) -> O
     Returns
     -------
     pathlib.Path or None
-        The first file found that starts like DICOM (preamble + ``DICM``).
+        The first file found that starts like DICOM (preamble + ``DICM``;
+        which one, when there are several, depends on the file system's
+        order), or None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> first_dicom_file(folder) is None
+    True
+    >>> _ = (folder / "IM0001").write_bytes(bytes(128) + b"DICM" + bytes(16))
+    >>> first_dicom_file(folder).name
+    'IM0001'
     """
     opened = 0
     for root, dirs, names in os.walk(folder):
@@ -684,7 +791,31 @@ def first_dicom_file(folder: PathLike, *, max_files: int = SNIFF_MAX_FILES) -> O
 
 
 def looks_like_dicom(file: Path) -> bool:
-    """True if ``file`` has the DICOM preamble and 'DICM' prefix."""
+    """Whether ``file`` starts like a DICOM file: a 128-byte preamble, then ``DICM``.
+
+    Only the first 132 bytes are read. Old files written without the preamble
+    (which :func:`read_ct` still accepts) answer False.
+
+    Parameters
+    ----------
+    file : str or os.PathLike
+        The file to look at.
+
+    Returns
+    -------
+    bool
+        True if ``DICM`` follows the preamble; False otherwise, also for a
+        file that is missing, unreadable or shorter than 132 bytes (never
+        raises :class:`OSError`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> file = Path(tempfile.mkdtemp()) / "IM0001"
+    >>> _ = file.write_bytes(bytes(128) + b"DICM" + bytes(16))
+    >>> looks_like_dicom(file), looks_like_dicom(file.with_name("missing"))
+    (True, False)
+    """
     try:
         with open(file, "rb") as fh:
             head = fh.read(132)

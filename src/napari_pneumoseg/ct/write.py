@@ -25,6 +25,7 @@ PathLike = Union[str, os.PathLike]
 
 #: Stored value = round(HU) - intercept, in signed 16 bits (the usual scanner offset).
 RESCALE_INTERCEPT = -1024
+#: The HU a written series can hold; values outside are clipped.
 HU_RANGE = (-32768 + RESCALE_INTERCEPT, 32767 + RESCALE_INTERCEPT)
 
 
@@ -53,24 +54,84 @@ def write_dicom_series(
     progress: Optional[ProgressFn] = None,
     cancel: Any = None,
 ) -> list[Path]:
-    """Write ``ct`` as a CT Image Storage series (one file per slice) into ``folder``.
+    """Write ``ct`` as a CT Image Storage series, one file per slice, into ``folder``.
 
-    HU are rounded to integers and clipped to the signed 16-bit range
-    (RescaleSlope 1, RescaleIntercept -1024), Explicit VR Little Endian.
+    Files are named ``CT_0001.dcm``, ``CT_0002.dcm``... in array order
+    (InstanceNumber 1 = slice 0), Explicit VR Little Endian. HU are rounded
+    to integers and clipped to what signed 16 bits hold with RescaleSlope 1
+    and RescaleIntercept -1024 (:data:`HU_RANGE`); NaN becomes -1000 HU.
     Geometry comes from the volume: ImageOrientationPatient from the
     ``direction`` rows of the x (row) and y (column) axes,
     ImagePositionPatient = ``origin + k * spacing_z * direction[0]``,
-    PixelSpacing = (spacing_y, spacing_x), SliceThickness from the metadata
-    or else the slice spacing. Study, series and frame-of-reference UIDs are
-    fresh unless given; InstanceNumber follows the array order (1 = slice 0).
+    PixelSpacing = (spacing_y, spacing_x), SliceThickness from
+    ``metadata["slice_thickness"]`` or else the slice spacing; the
+    description, window, patient position and manufacturer come from the
+    metadata too, when present.
 
     Reading the series back with :func:`read_ct` gives the same HU (rounded),
     spacing, origin and direction when ``direction`` is right-handed (slice
     axis = row x column direction, as every reader assumes); otherwise the
     reader flips the slice order.
 
-    Written atomically (see :func:`atomic_folder`): refuses a non-empty
-    ``folder`` unless ``overwrite``. Returns the files written, in slice order.
+    The write is all or nothing (see
+    :func:`~napari_pneumoseg.io.atomic.atomic_folder`): a failed or cancelled
+    write leaves ``folder`` as it was.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        The volume to write.
+    folder : str or os.PathLike
+        The series folder: new, or an existing empty folder; parent folders
+        are created.
+    series_description : str, optional
+        SeriesDescription; default ``ct.metadata["series_description"]``,
+        else ``"CT"``.
+    patient_id : str, default "PNEUMOSEG"
+        PatientID.
+    patient_name : str, default "Anonymous"
+        PatientName.
+    study_description : str, default ""
+        StudyDescription.
+    series_number : int, default 1
+        SeriesNumber.
+    study_uid, frame_of_reference_uid : str, optional
+        StudyInstanceUID and FrameOfReferenceUID (e.g. to place the series in
+        an existing study); fresh UIDs by default. The SeriesInstanceUID and
+        every SOPInstanceUID are always fresh.
+    overwrite : bool, default False
+        Replace a non-empty ``folder`` and everything in it.
+    progress : callable, optional
+        ``progress(done, total, text)``, called every few slices.
+    cancel : callable or threading.Event, optional
+        Checked every few slices (see :mod:`napari_pneumoseg.progress`).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in slice order.
+
+    Raises
+    ------
+    FileExistsError
+        ``folder`` is a file, or a non-empty folder and ``overwrite`` is false.
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` said so; nothing was written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import read_ct
+    >>> ct = CTVolume(np.array([[[-1000.0, 40.4]], [[-500.0, 1200.6]]]), spacing=(2.5, 0.7, 0.7))
+    >>> folder = Path(tempfile.mkdtemp()) / "series"
+    >>> [f.name for f in write_dicom_series(ct, folder, series_description="phantom")]
+    ['CT_0001.dcm', 'CT_0002.dcm']
+    >>> read_ct(folder).hu.tolist()
+    [[[-1000.0, 40.0]], [[-500.0, 1201.0]]]
+    >>> write_dicom_series(ct, folder)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: ... already exists and is not empty; ...
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid

@@ -32,13 +32,43 @@ class EngineError(Exception):
 
 
 class Engine:
-    """A long-lived engine process that runs jobs one at a time.
+    """A long-lived engine process that runs network jobs one at a time, outside this process.
 
-    ``start()`` launches it in the background (importing TensorFlow takes
-    seconds); ``run(kind, params)`` is a generator yielding
-    ``("progress", done, total, text)`` and ``("event", dict)`` tuples and
-    returning the job's result dict (``StopIteration.value``); use
-    :meth:`call` for the plain result.
+    Creating an Engine starts nothing. :meth:`start` launches the process in
+    the background (it imports TensorFlow, which takes seconds);
+    :meth:`run` (a generator, for ``yield from`` in a napari worker) or
+    :meth:`call` (plain callbacks) runs a job and starts the process first
+    if needed. The process talks over a private Unix socket with a random
+    key, and is kept alive between jobs until :meth:`stop`; if it dies, the
+    next job starts a new one.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "gpu"}, default "auto"
+        Where the engine runs the network (see
+        :func:`~napari_pneumoseg.model.configure_device`); with ``"cpu"`` the
+        process does not see any GPU.
+    cancel_grace : float, default 5.0
+        Seconds a cancelled job may take to stop by itself before the
+        process is killed.
+    start_timeout : float, default 300.0
+        Seconds :meth:`wait_ready` waits for the process to be ready.
+
+    Attributes
+    ----------
+    info : dict
+        What the engine reported when it became ready (TensorFlow version,
+        devices, process id); empty before.
+
+    Examples
+    --------
+    >>> from napari_pneumoseg.engine import SelfTestRequest
+    >>> engine = Engine(device="cpu")
+    >>> engine.alive
+    False
+    >>> engine.call(SelfTestRequest(steps=3, step_s=0.0))["steps"]  # doctest: +SKIP
+    3
+    >>> engine.stop()
     """
 
     def __init__(self, *, device: str = "auto", cancel_grace: float = 5.0,
@@ -62,10 +92,31 @@ class Engine:
 
     @property
     def alive(self) -> bool:
+        """Whether the engine process is running (started and not exited)."""
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> "Engine":
-        """Launch the process if it is not running; returns at once."""
+        """Launch the engine process if it is not running; returns at once, without waiting.
+
+        Use :meth:`wait_ready` to wait until it can take jobs (:meth:`run`
+        does).
+
+        Returns
+        -------
+        Engine
+            ``self``.
+
+        Raises
+        ------
+        OSError
+            The process could not be launched.
+
+        Examples
+        --------
+        >>> engine = Engine().start()  # doctest: +SKIP
+        >>> engine.alive  # doctest: +SKIP
+        True
+        """
         with self._lock:
             if self.alive:
                 return self
@@ -110,7 +161,31 @@ class Engine:
             self._ready.set()
 
     def wait_ready(self, timeout: Optional[float] = None) -> dict:
-        """Block until the engine has imported TensorFlow and is ready; return its info."""
+        """Block until the engine has imported TensorFlow and is ready; return its info.
+
+        Starts the process first if it is not running.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; default the engine's ``start_timeout``.
+
+        Returns
+        -------
+        dict
+            :attr:`info`: ``tensorflow`` (version), ``devices``, ``pid``.
+
+        Raises
+        ------
+        EngineError
+            The process died while starting, or did not get ready in time
+            (it is then stopped).
+
+        Examples
+        --------
+        >>> Engine(device="cpu").wait_ready()["devices"]  # doctest: +SKIP
+        ['/device:CPU:0']
+        """
         self.start()
         deadline = time.monotonic() + (timeout or self.start_timeout)
         while not self._ready.wait(0.2):
@@ -129,7 +204,19 @@ class Engine:
         return self.info
 
     def stop(self) -> None:
-        """Ask the process to exit, then make sure it did."""
+        """Ask the engine process to exit, then make sure it did.
+
+        The process is killed if it has not exited after 5 s; its socket
+        folder is removed. Safe to call when nothing runs; a later job starts
+        a new process.
+
+        Examples
+        --------
+        >>> engine = Engine()
+        >>> engine.stop()  # nothing started: nothing to do
+        >>> engine.alive
+        False
+        """
         with self._lock:
             if self._conn is not None:
                 try:
@@ -172,7 +259,19 @@ class Engine:
     # --------------------------------------------------------------------- jobs
 
     def cancel(self) -> None:
-        """Ask the running job to stop (thread-safe); it is killed if it does not."""
+        """Ask the running job to stop; safe to call from any thread.
+
+        The job's :meth:`run` then raises
+        :class:`~napari_pneumoseg.progress.Cancelled`: when the job stops by
+        itself, or after ``cancel_grace`` seconds, when the process is killed
+        (and restarted for the next job). A job started later is not
+        affected.
+
+        Examples
+        --------
+        >>> engine = Engine()
+        >>> engine.cancel()  # no job runs: nothing to stop
+        """
         self._cancel.set()
 
     def run(self, request: Request, *, cancel_grace: Optional[float] = None) -> Generator[tuple, None, dict]:
@@ -205,6 +304,18 @@ class Engine:
             The job failed (the message is meant for the user) or the engine died.
         napari_pneumoseg.progress.Cancelled
             :meth:`cancel` was called.
+
+        Examples
+        --------
+        >>> from napari_pneumoseg.engine import SelfTestRequest
+        >>> def job(engine):  # e.g. a napari worker
+        ...     result = yield from engine.run(SelfTestRequest(steps=2, step_s=0.0))
+        ...     print(result["steps"])
+        >>> for item in job(Engine(device="cpu")):  # doctest: +SKIP
+        ...     print(item)
+        ('progress', 1, 2, 'step 1')
+        ('progress', 2, 2, 'step 2')
+        2
         """
         if not isinstance(request, Request):
             raise TypeError(f"request must be an engine Request, got {type(request).__name__}")
@@ -240,7 +351,7 @@ class Engine:
             except (EOFError, OSError):
                 message = self._died_message("during the job")
                 self._kill()
-                raise EngineError(message)
+                raise EngineError(message)  # noqa: B904 (the message says what happened)
             tag = message[0]
             if message[1] != job_id:
                 continue
@@ -257,8 +368,42 @@ class Engine:
                 raise EngineError(f"{text}" if name in _USER_ERRORS else f"{name}: {text}\n\n{tb}")
 
     def call(self, request: Request, progress=None, event=None) -> dict:
-        """Run a job to the end, passing progress to ``progress(done, total, text)`` and
-        events to ``event(dict)``; returns the result (see :meth:`run`)."""
+        """Run one job to the end with callbacks; the plain-function form of :meth:`run`.
+
+        Parameters
+        ----------
+        request : Request
+            A :class:`SegmentRequest`, :class:`TrainRequest` or :class:`SelfTestRequest`.
+        progress : callable, optional
+            ``progress(done, total, text)``, called for each progress report.
+        event : callable, optional
+            ``event(dict)``, called for each event (e.g. a training epoch).
+
+        Returns
+        -------
+        dict
+            The job's result.
+
+        Raises
+        ------
+        EngineError
+            The job failed (the message is meant for the user) or the engine died.
+        napari_pneumoseg.progress.Cancelled
+            :meth:`cancel` was called.
+        TypeError
+            ``request`` is not an engine :class:`Request`.
+
+        Examples
+        --------
+        >>> from napari_pneumoseg.engine import SelfTestRequest
+        >>> engine = Engine(device="cpu")
+        >>> result = engine.call(SelfTestRequest(steps=2, step_s=0.0), progress=print)  # doctest: +SKIP
+        1 2 step 1
+        2 2 step 2
+        >>> result["steps"]  # doctest: +SKIP
+        2
+        >>> engine.stop()
+        """
         gen = self.run(request)
         while True:
             try:
@@ -283,7 +428,28 @@ _USER_ERRORS = {"CTReadError", "ModelLoadError", "ValueError", "FileExistsError"
 
 
 class JobFiles:
-    """A private temp folder for one job's arrays; removed when the job ends."""
+    """A private temporary folder for one job's arrays, removed with everything in it on exit.
+
+    Large arrays cross to the engine process as ``.npy`` files named in the
+    request, not through the socket. Use it as a context manager around the
+    job.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The folder (created at once, ``pneumoseg-job-*`` in the system's
+        temporary folder).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with JobFiles() as files:
+    ...     ct_file = files.save("ct", np.zeros((2, 4, 4), np.float32))
+    ...     print(Path(ct_file).name, np.load(ct_file).shape)
+    ct.npy (2, 4, 4)
+    >>> Path(ct_file).exists()
+    False
+    """
 
     def __init__(self):
         self.path = Path(tempfile.mkdtemp(prefix="pneumoseg-job-"))
@@ -295,6 +461,27 @@ class JobFiles:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def save(self, name: str, array) -> str:
+        """Save ``array`` (C-contiguous) as ``<name>.npy`` in the folder; return its path.
+
+        Parameters
+        ----------
+        name : str
+            File name without suffix; an existing file of that name is replaced.
+        array : array_like
+            The data.
+
+        Returns
+        -------
+        str
+            The file's path, as a request field takes it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> with JobFiles() as files:
+        ...     print(Path(files.save("mask", np.zeros((2, 4, 4), np.uint8))).name)
+        mask.npy
+        """
         import numpy as np
 
         target = self.path / f"{name}.npy"

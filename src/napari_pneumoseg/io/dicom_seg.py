@@ -51,11 +51,65 @@ FRACTIONAL_THRESHOLD = 0.5
 def write_dicom_seg(mask: np.ndarray, path: PathLike, ct, *, name: str = DEFAULT_NAME,
                     color=DEFAULT_COLOR, overwrite: bool = False, fractional: bool = False,
                     series_number: int = 1000, series_description: Optional[str] = None) -> None:
-    """Write a (z, y, x) mask on ``ct``'s grid as a DICOM-SEG referencing the CT's instances.
+    """Write a ``(z, y, x)`` mask on a CT's grid as a DICOM-SEG referencing the CT's instances.
 
-    ``mask`` is binary (BINARY SEG) or, with ``fractional``, probabilities in
-    0..1 (FRACTIONAL SEG, PROBABILITY). Atomic; replaces a file only with
-    ``overwrite``.
+    One segment, algorithm type AUTOMATIC (napari-pneumoseg), each frame
+    derived from its CT slice; patient, study and frame of reference are
+    copied from the CT's files, which are re-read (headers only). Written
+    atomically (see :func:`~napari_pneumoseg.io.atomic.atomic_path`).
+    :func:`~napari_pneumoseg.io.write_mask` checks a mask's values before it
+    calls this.
+
+    Parameters
+    ----------
+    mask : array_like
+        The mask, of the CT's shape: nonzero = inside (BINARY SEG) or, with
+        ``fractional``, probabilities (clipped to 0..1; FRACTIONAL SEG).
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    ct : CTVolume, Grid or dict
+        The CT or its geometry, with the source files recorded by
+        :func:`~napari_pneumoseg.ct.read_ct` in its metadata (``files``, and
+        ``frames`` and ``sop_instance_uids`` when present).
+    name : str, default "Pneumothorax"
+        Segment label (first 64 characters); a name that says pneumothorax
+        gets the SNOMED CT codes for it, any other name "Tissue".
+    color : tuple of float, default (1.0, 0.6, 0.0)
+        Recommended display colour, r g b in 0-1.
+    overwrite : bool, default False
+        Replace an existing file.
+    fractional : bool, default False
+        Write probabilities rather than a binary mask.
+    series_number : int, default 1000
+        SeriesNumber of the SEG.
+    series_description : str, optional
+        SeriesDescription; default ``"<name> (napari-pneumoseg)"``.
+
+    Raises
+    ------
+    MaskFileError
+        The CT has no source files on record, one cannot be read any more or
+        no longer holds the slice that was read, or the CT is spread over
+        several multi-frame files.
+    ValueError
+        ``mask`` has another shape than the CT.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume, read_ct, write_dicom_series
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = write_dicom_series(CTVolume(np.full((3, 8, 8), -1000.0), spacing=(2.5, 0.7, 0.7)), root / "ct")
+    >>> ct = read_ct(root / "ct")
+    >>> mask = np.zeros(ct.shape, np.uint8)
+    >>> mask[1, 2:5, 3:6] = 1
+    >>> write_dicom_seg(mask, root / "ptx.dcm", ct)
+    >>> int(read_dicom_seg(root / "ptx.dcm", ct).sum())
+    9
     """
     import highdicom as hd
     import pydicom
@@ -165,7 +219,39 @@ def _codes(name: str):
 
 
 def find_seg_file(path: PathLike) -> Path:
-    """The DICOM-SEG file at ``path`` (a file, or a folder holding exactly one SEG)."""
+    """The DICOM-SEG file at ``path``: the file itself, or the one SEG in a folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM-SEG file, or a folder (searched recursively) holding exactly
+        one, possibly among other DICOM files.
+
+    Returns
+    -------
+    pathlib.Path
+        The SEG file.
+
+    Raises
+    ------
+    MaskFileError
+        The file is not readable DICOM or is another kind of object (the
+        message says which), or the folder holds no SEG or several.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume, read_ct, write_dicom_series
+    >>> root = Path(tempfile.mkdtemp())
+    >>> files = write_dicom_series(CTVolume(np.zeros((2, 4, 4)), spacing=(2.5, 0.7, 0.7)), root / "ct")
+    >>> write_dicom_seg(np.ones((2, 4, 4), np.uint8), root / "ct" / "seg.dcm", read_ct(files))
+    >>> find_seg_file(root).name
+    'seg.dcm'
+    >>> find_seg_file(files[0])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_pneumoseg.io.grid.MaskFileError: ...CT_0001.dcm: is a CT Image Storage, not a DICOM Segmentation...
+    """
     import pydicom
 
     path = Path(path)
@@ -229,12 +315,53 @@ def _segments(seg) -> list[Segment]:
 
 
 def read_dicom_seg(path: PathLike, like, *, segment=None) -> np.ndarray:
-    """One segment of a DICOM-SEG as a uint8 (z, y, x) mask on ``like``'s (a CT's) grid.
+    """Read one segment of a DICOM-SEG onto a CT's voxel grid.
 
     Each stored frame goes to the CT slice it references (SOP instance, and
     frame for a multi-frame CT) when its spatial locations are preserved and
     its size matches; otherwise to where its plane position puts it, which
-    must be exactly a CT slice. No frame is ever dropped silently.
+    must be exactly a CT slice. No frame is ever dropped silently. A
+    FRACTIONAL SEG counts as inside where its value is at least
+    :data:`FRACTIONAL_THRESHOLD`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM-SEG file or a folder holding one (see :func:`find_seg_file`).
+    like : CTVolume, Grid or dict
+        The CT or its geometry; with ``sop_instance_uids`` (and ``frames``)
+        in its metadata, as :func:`~napari_pneumoseg.ct.read_ct` records,
+        frames are placed by reference.
+    segment : str or int, optional
+        Segment label or segment number; default the only segment, or the
+        one whose label says pneumothorax.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(z, y, x)`` of the CT's shape, 1 inside the segment.
+
+    Raises
+    ------
+    MaskFileError
+        No SEG at ``path`` or not a valid one, no segments, ``segment``
+        matches none or several, or a frame that references no CT slice has
+        no plane position.
+    MaskGeometryError
+        A frame placed by position is not exactly on a CT slice or lies
+        outside the CT, or the SEG belongs to another frame of reference.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume, read_ct, write_dicom_series
+    >>> root = Path(tempfile.mkdtemp())
+    >>> ct = read_ct(write_dicom_series(CTVolume(np.zeros((3, 4, 4)), spacing=(2.5, 0.7, 0.7)), root / "ct"))
+    >>> mask = np.zeros(ct.shape, np.uint8)
+    >>> mask[2, 1:3, 1:3] = 1
+    >>> write_dicom_seg(mask, root / "ptx.dcm", ct, name="Pneumothorax left")
+    >>> np.array_equal(read_dicom_seg(root / "ptx.dcm", ct, segment="Pneumothorax left"), mask)
+    True
     """
     grid = as_grid(like)
     file, seg = _segread(path)
@@ -373,10 +500,45 @@ def _place(out, frame, ipp, iop, ps, grid: Grid, inv_ct, source: str) -> None:
 
 
 def load_dicom_seg(path: PathLike) -> MaskFile:
-    """All segments of a DICOM-SEG in its own geometry (one layer per segment, value = number).
+    """Read all segments of a DICOM-SEG in its own geometry, without a CT.
 
-    Uses highdicom's volume (regularly spaced frames); the extent may be only
-    the stored, non-empty frames, so the result may cover part of a CT.
+    Uses highdicom's volume, so the frames must be regularly spaced; its
+    extent may be only the stored, non-empty frames, so the result may cover
+    part of a CT (``allow_subgrid`` is set). To read onto a CT, prefer
+    :func:`read_dicom_seg`, which also places frames by reference.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A DICOM-SEG file or a folder holding one (see :func:`find_seg_file`).
+
+    Returns
+    -------
+    MaskFile
+        One layer per segment, holding the segment number inside (a
+        FRACTIONAL SEG is thresholded at :data:`FRACTIONAL_THRESHOLD`), with
+        the index -> LPS affine.
+
+    Raises
+    ------
+    MaskFileError
+        No SEG at ``path`` or not a valid one, or its frames do not form a
+        regular volume.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume, read_ct, write_dicom_series
+    >>> root = Path(tempfile.mkdtemp())
+    >>> ct = read_ct(write_dicom_series(CTVolume(np.zeros((3, 4, 4)), spacing=(2.5, 0.7, 0.7)), root / "ct"))
+    >>> mask = np.zeros(ct.shape, np.uint8)
+    >>> mask[1, 1:3, 1:3] = 1
+    >>> write_dicom_seg(mask, root / "ptx.dcm", ct)
+    >>> mf = load_dicom_seg(root / "ptx.dcm")
+    >>> mf.shape, mf.allow_subgrid  # only the one stored frame
+    ((1, 4, 4), True)
+    >>> np.array_equal(mf.to_grid(ct), mask)
+    True
     """
     file, seg = _segread(path)
     segments = _segments(seg)

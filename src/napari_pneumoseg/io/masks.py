@@ -34,7 +34,42 @@ __all__ = ["read_mask", "load_mask", "write_mask", "mask_format", "MaskFileError
 
 
 def mask_format(path: PathLike, *, for_writing: bool = False) -> str:
-    """``'seg.nrrd'``, ``'nrrd'``, ``'nifti'`` or ``'dicom-seg'`` by name, else MaskFileError."""
+    """The mask format a file name stands for: ``'seg.nrrd'``, ``'nrrd'``, ``'nifti'`` or ``'dicom-seg'``.
+
+    Decided by the suffix (case-insensitive; see :data:`READ_SUFFIXES` and
+    :data:`WRITE_SUFFIXES`). For reading, a folder or a DICOM file without a
+    suffix counts as DICOM-SEG too.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The mask file (or, for reading, a DICOM-SEG folder).
+    for_writing : bool, default False
+        Accept only the suffixes a mask can be written as (not ``.nhdr``, nor
+        a suffix-less DICOM file or folder).
+
+    Returns
+    -------
+    str
+        ``'seg.nrrd'``, ``'nrrd'``, ``'nifti'`` or ``'dicom-seg'``.
+
+    Raises
+    ------
+    MaskFileError
+        The name stands for no supported format; the message lists the
+        suffixes that do.
+
+    Examples
+    --------
+    >>> mask_format("case1/truth.seg.nrrd"), mask_format("case1/truth.NII.GZ")
+    ('seg.nrrd', 'nifti')
+    >>> mask_format("truth.nhdr"), mask_format("truth.dcm", for_writing=True)
+    ('nrrd', 'dicom-seg')
+    >>> mask_format("truth.png")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_pneumoseg.io.grid.MaskFileError: truth.png: unknown mask file type; use a name ending in ...
+    """
     p = Path(path)
     name = p.name.lower()
     if name.endswith(".seg.nrrd"):
@@ -63,7 +98,43 @@ def _check_exists(path: PathLike) -> Path:
 
 
 def load_mask(path: PathLike) -> MaskFile:
-    """A mask file in its own geometry: voxels, index -> LPS affine and segments."""
+    """Read a mask file in its own geometry: voxels, index -> LPS affine and segments.
+
+    Nothing is aligned to a CT yet (see :meth:`MaskFile.to_grid`, or
+    :func:`read_mask` to do both). A 3D Slicer ``.seg.nrrd`` and a DICOM-SEG
+    may cover only part of a CT (``allow_subgrid``); a plain ``.nrrd`` or
+    NIfTI must cover all of it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A mask file (any of :data:`READ_SUFFIXES`), or a DICOM-SEG file or a
+        folder holding one.
+
+    Returns
+    -------
+    MaskFile
+        The voxels in the file's own array axes, their affine and segments.
+
+    Raises
+    ------
+    MaskFileError
+        ``path`` is missing or empty, its type is unknown, or its content is
+        not a usable mask (unreadable, no geometry, not 3-D, an image rather
+        than a labelmap...); the message names the file and the reason.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> ct = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7))
+    >>> path = write_mask(np.ones(ct.shape, bool), Path(tempfile.mkdtemp()) / "ptx.nii.gz", ct)
+    >>> mf = load_mask(path)
+    >>> mf.shape  # NIfTI stores x first
+    (8, 6, 4)
+    >>> mf.segments
+    [Segment(name=None, label=1, layer=0, color=None, id=None)]
+    """
     p = _check_exists(path)
     kind = mask_format(p)
     if kind in ("seg.nrrd", "nrrd"):
@@ -83,12 +154,62 @@ def load_mask(path: PathLike) -> MaskFile:
 
 
 def read_mask(path: PathLike, like, *, segment: Optional[Union[str, int]] = None) -> np.ndarray:
-    """A mask file as uint8 (z, y, x), 1 = inside, on the voxel grid of ``like`` (a CT).
+    """Read one segment of a mask file onto the voxel grid of a CT.
 
-    ``segment`` picks one segment by name/ID or label value (segment number
-    for DICOM-SEG); by default the only one, or the one named like
-    pneumothorax. Raises MaskFileError (file type, content, segment) or
-    MaskGeometryError (not on the CT's grid).
+    The file's voxels must be the CT's voxels, possibly stored in another
+    axis order or with flipped axes; they are reindexed exactly, never
+    resampled (see :func:`~napari_pneumoseg.io.grid.align_to`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A mask file (any of :data:`READ_SUFFIXES`), or a DICOM-SEG file or a
+        folder holding one.
+    like : CTVolume, Grid or dict
+        The CT (or its geometry, see :func:`~napari_pneumoseg.io.grid.as_grid`).
+        A DICOM-SEG frame is placed on the CT slice it references when
+        ``like`` carries the CT's ``sop_instance_uids`` (as
+        :func:`~napari_pneumoseg.ct.read_ct` records), else by its position.
+    segment : str or int, optional
+        The segment to read: its name or ID, or its label value (segment
+        number for DICOM-SEG). Default: the only segment, or the one whose
+        name says pneumothorax (``pneumo``, ``ptx``).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(z, y, x)`` of the CT's shape: 1 inside the segment, 0
+        outside (all 0 for an empty NRRD or NIfTI mask).
+
+    Raises
+    ------
+    MaskFileError
+        The file is missing, empty, of unknown type or not a usable mask, or
+        ``segment`` matches no segment or several (or the default is
+        ambiguous); the message lists the segments.
+    MaskGeometryError
+        The mask is not on the CT's voxel grid (other spacing, a shift, a
+        rotation, another extent, another frame of reference); the message
+        names both geometries.
+    ValueError, TypeError
+        ``like`` is not a CT geometry.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> ct = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7))
+    >>> truth = np.zeros(ct.shape, np.uint8)
+    >>> truth[1:3, 2:4, 2:6] = 1
+    >>> path = write_mask(truth, Path(tempfile.mkdtemp()) / "truth.seg.nrrd", ct)
+    >>> mask = read_mask(path, like=ct, segment="Pneumothorax")
+    >>> mask.dtype, mask.shape, int(mask.sum())
+    (dtype('uint8'), (4, 6, 8), 16)
+    >>> other = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7), origin=(0.0, 0.0, 1.0))
+    >>> read_mask(path, like=other)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    napari_pneumoseg.io.grid.MaskGeometryError: ...truth.seg.nrrd is not on the CT's voxel grid (it is shifted...
     """
     p = _check_exists(path)
     grid = as_grid(like)
@@ -101,12 +222,72 @@ def read_mask(path: PathLike, like, *, segment: Optional[Union[str, int]] = None
 
 def write_mask(mask: np.ndarray, path: PathLike, ct, *, name: str = DEFAULT_NAME,
                color=DEFAULT_COLOR, overwrite: bool = False, fractional: bool = False) -> Path:
-    """Write a (z, y, x) mask on ``ct``'s grid in the format its suffix names; returns the path.
+    """Write a ``(z, y, x)`` mask on a CT's voxel grid, in the format the file name says.
 
-    ``ct`` is a CTVolume, a :class:`~.grid.Grid` or a geometry dict (DICOM-SEG
-    also needs the CT's source files in its metadata). The mask must be binary
-    (bool, or 0 and one other value); ``fractional`` (DICOM-SEG only) writes
-    probabilities in 0..1. Atomic; FileExistsError unless ``overwrite``.
+    ``.seg.nrrd`` (3D Slicer segmentation), ``.nrrd``, ``.nii`` / ``.nii.gz``
+    or ``.dcm`` (DICOM-SEG referencing the CT's instances); see
+    :data:`WRITE_SUFFIXES`. The file holds one segment, named ``name`` and
+    coloured ``color`` where the format has them. Written atomically (see
+    :func:`~napari_pneumoseg.io.atomic.atomic_path`): a failed write leaves
+    no file behind.
+
+    Parameters
+    ----------
+    mask : array_like
+        The mask, of the CT's shape: bool, or 0 and one other value (written
+        as 1). With ``fractional``, probabilities in 0..1.
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    ct : CTVolume, Grid or dict
+        The CT (or its geometry, see :func:`~napari_pneumoseg.io.grid.as_grid`).
+        A DICOM-SEG also needs the CT's source files in its metadata (as
+        :func:`~napari_pneumoseg.ct.read_ct` records them).
+    name : str, default "Pneumothorax"
+        Segment name (3D Slicer and DICOM-SEG); a name that says pneumothorax
+        also gets the pneumothorax terminology codes.
+    color : tuple of float, default (1.0, 0.6, 0.0)
+        Segment colour, r g b in 0-1.
+    overwrite : bool, default False
+        Replace an existing file.
+    fractional : bool, default False
+        Write probabilities as a FRACTIONAL DICOM-SEG (``.dcm`` only).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    MaskFileError
+        The suffix is not a writable mask format, or a DICOM-SEG is asked for
+        a CT without (readable, unchanged) source DICOM files.
+    ValueError
+        ``mask`` has another shape than the CT, holds several labels, or is
+        fractional where it must not be (or outside 0..1).
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> ct = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7))
+    >>> mask = np.zeros(ct.shape, bool)
+    >>> mask[2, 1:4, 1:4] = True
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_mask(mask, folder / "ptx.seg.nrrd", ct).name
+    'ptx.seg.nrrd'
+    >>> write_mask(mask, folder / "ptx.seg.nrrd", ct)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: ...ptx.seg.nrrd already exists; choose another name or allow replacing it (overwrite=True).
+    >>> write_mask(mask.astype(np.uint8) * 2 + (~mask), folder / "labels.nrrd", ct)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the mask holds several labels (1, 2); ...
     """
     kind = mask_format(path, for_writing=True)
     grid = as_grid(ct)

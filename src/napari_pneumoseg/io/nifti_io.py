@@ -25,7 +25,41 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def read_nifti(path: PathLike) -> MaskFile:
-    """A NIfTI labelmap with its index -> LPS affine (array axes i, j, k as stored)."""
+    """Read a NIfTI labelmap in its own geometry: array axes (i, j, k) as stored, LPS affine.
+
+    The affine is nibabel's (sform if set, else qform), converted from RAS
+    to LPS. Trailing axes of length 1 (e.g. a 4-D file with one volume) are
+    dropped. Segments are the labelmap's nonzero values (no names).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    MaskFile
+        Voxels, index -> LPS affine and one segment per nonzero value.
+
+    Raises
+    ------
+    MaskFileError
+        The file cannot be read as NIfTI, has neither sform nor qform, is not
+        3-D, or holds values that make it an image rather than a labelmap
+        (negative, fractional, too many distinct values).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> ct = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7), origin=(10.0, 20.0, 30.0))
+    >>> path = Path(tempfile.mkdtemp()) / "ptx.nii.gz"
+    >>> write_nifti(np.ones(ct.shape, np.uint8), path, ct)
+    >>> mf = read_nifti(path)
+    >>> mf.shape, mf.affine[:3, 3].tolist()  # stored (x, y, z); origin back in LPS
+    ((8, 6, 4), [10.0, 20.0, 30.0])
+    """
     import nibabel as nib
 
     try:
@@ -48,7 +82,30 @@ def read_nifti(path: PathLike) -> MaskFile:
 
 
 def nifti_image(mask: np.ndarray, ct):
-    """A nibabel image of a (z, y, x) mask on ``ct``'s grid, stored (x, y, z), RAS affine."""
+    """A nibabel NIfTI-1 image of a ``(z, y, x)`` mask on a CT's grid: uint8, stored (x, y, z).
+
+    Parameters
+    ----------
+    mask : array_like
+        The mask, of the CT's shape (cast to uint8).
+    ct : CTVolume, Grid or dict
+        The CT or its geometry (see :func:`~napari_pneumoseg.io.grid.as_grid`).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        With the RAS affine as both qform and sform (code 1, scanner) and
+        units mm.
+
+    Examples
+    --------
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> img = nifti_image(np.zeros((4, 6, 8), np.uint8), CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7)))
+    >>> img.shape, img.get_data_dtype().name
+    ((8, 6, 4), 'uint8')
+    >>> np.round(np.diag(img.affine), 3).tolist()  # x and y negated: RAS
+    [-0.7, -0.7, 2.5, 1.0]
+    """
     import nibabel as nib
 
     grid = as_grid(ct)
@@ -64,7 +121,41 @@ def nifti_image(mask: np.ndarray, ct):
 
 
 def write_nifti(mask: np.ndarray, path: PathLike, ct, *, overwrite: bool = False) -> None:
-    """Write a (z, y, x) mask on ``ct``'s grid as NIfTI-1 (gzip if the name ends in .gz); atomic."""
+    """Write a ``(z, y, x)`` mask on a CT's grid as NIfTI-1 (see :func:`nifti_image`).
+
+    Gzip-compressed if the name ends in ``.gz``. Written atomically (see
+    :func:`~napari_pneumoseg.io.atomic.atomic_path`). Values are stored as
+    uint8 as given: :func:`~napari_pneumoseg.io.write_mask` checks and
+    binarises a mask before it calls this.
+
+    Parameters
+    ----------
+    mask : array_like
+        The mask, of the CT's shape.
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    ct : CTVolume, Grid or dict
+        The CT or its geometry.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> path = Path(tempfile.mkdtemp()) / "ptx.nii.gz"
+    >>> write_nifti(np.zeros((4, 6, 8), np.uint8), path, CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7)))
+    >>> path.read_bytes()[:2].hex()  # the gzip magic number
+    '1f8b'
+    """
     blob = nifti_image(mask, ct).to_bytes()
     if str(path).lower().endswith(".gz"):
         blob = gzip.compress(blob, compresslevel=6, mtime=0)

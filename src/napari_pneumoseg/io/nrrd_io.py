@@ -39,7 +39,45 @@ PNEUMOTHORAX_TERMINOLOGY = (
 
 
 def read_nrrd(path: PathLike) -> MaskFile:
-    """A NRRD labelmap or 3D Slicer segmentation with its index -> LPS affine and segments."""
+    """Read a NRRD labelmap or 3D Slicer segmentation in its own geometry.
+
+    Segments come from the ``SegmentN_*`` fields when present (a 4-D file has
+    one layer per ``list`` axis entry), else from the labelmap's nonzero
+    values. A segmentation saved by Slicer with all segments empty (one
+    voxel) is marked ``empty``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nrrd``, ``.seg.nrrd`` or ``.nhdr`` file (detached data next to it).
+
+    Returns
+    -------
+    MaskFile
+        Voxels as ``(layers, a0, a1, a2)`` in the file's C order, the index ->
+        LPS affine and the segments.
+
+    Raises
+    ------
+    MaskFileError
+        The file cannot be read as NRRD; it has no ``space`` / ``space
+        directions``, an unsupported space, not 3 spatial axes (plus at most
+        one list axis), no finite ``space origin`` or malformed segment
+        fields; or, without segment fields, it holds values that make it an
+        image rather than a labelmap.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> ct = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7))
+    >>> path = Path(tempfile.mkdtemp()) / "ptx.seg.nrrd"
+    >>> write_nrrd(np.ones(ct.shape, np.uint8), path, ct)
+    >>> mf = read_nrrd(path)
+    >>> mf.shape, [s.name for s in mf.segments]
+    ((4, 6, 8), ['Pneumothorax'])
+    """
     import nrrd
 
     try:
@@ -113,9 +151,48 @@ def _slicer_segments(header, path) -> list[Segment]:
 
 def write_nrrd(mask: np.ndarray, path: PathLike, ct, *, segmentation: bool = True,
                name: str = DEFAULT_NAME, color=DEFAULT_COLOR, overwrite: bool = False) -> None:
-    """Write a (z, y, x) mask on ``ct``'s grid as NRRD (LPS); ``segmentation`` adds Slicer's fields.
+    """Write a ``(z, y, x)`` mask on a CT's grid as gzip NRRD in LPS space, x fastest.
 
-    Atomic; an existing file is replaced only with ``overwrite``.
+    Written atomically (see :func:`~napari_pneumoseg.io.atomic.atomic_path`).
+    Values are stored as uint8 as given: :func:`~napari_pneumoseg.io.write_mask`
+    checks and binarises a mask before it calls this.
+
+    Parameters
+    ----------
+    mask : array_like
+        The mask, of the CT's shape (cast to uint8).
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    ct : CTVolume, Grid or dict
+        The CT or its geometry (see :func:`~napari_pneumoseg.io.grid.as_grid`).
+    segmentation : bool, default True
+        Add 3D Slicer's segmentation fields for one segment of label 1 (see
+        :func:`slicer_fields`), as in a ``.seg.nrrd``.
+    name : str, default "Pneumothorax"
+        Segment name (with ``segmentation``).
+    color : tuple of float, default (1.0, 0.6, 0.0)
+        Segment colour, r g b in 0-1 (with ``segmentation``).
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import nrrd
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> ct = CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7))
+    >>> path = Path(tempfile.mkdtemp()) / "ptx.nrrd"
+    >>> write_nrrd(np.ones(ct.shape, np.uint8), path, ct, segmentation=False)
+    >>> nrrd.read_header(str(path))["sizes"].tolist()  # x, y, z
+    [8, 6, 4]
     """
     import nrrd
 
@@ -129,7 +206,28 @@ def write_nrrd(mask: np.ndarray, path: PathLike, ct, *, segmentation: bool = Tru
 
 
 def nrrd_header(grid: Grid) -> dict:
-    """The geometry fields for a (z, y, x) array on ``grid`` written with x fastest."""
+    """The NRRD geometry fields for a ``(z, y, x)`` array on ``grid`` written with x fastest.
+
+    Parameters
+    ----------
+    grid : Grid
+        The voxel grid.
+
+    Returns
+    -------
+    dict
+        ``space`` (LPS), ``space directions`` (one row per NRRD axis x, y, z:
+        its LPS step in mm), ``space origin``, ``kinds`` and ``encoding``
+        (gzip), ready for ``nrrd.write(..., index_order="C")``.
+
+    Examples
+    --------
+    >>> from napari_pneumoseg.io.grid import as_grid
+    >>> from napari_pneumoseg.ct import CTVolume
+    >>> header = nrrd_header(as_grid(CTVolume(np.zeros((4, 6, 8)), spacing=(2.5, 0.7, 0.7))))
+    >>> header["space"], header["space directions"].tolist()
+    ('left-posterior-superior', [[0.7, 0.0, 0.0], [0.0, 0.7, 0.0], [0.0, 0.0, 2.5]])
+    """
     cols = grid.affine[:3, :3].T  # rows: LPS step of array axes z, y, x
     return {
         "space": "left-posterior-superior",
@@ -141,7 +239,40 @@ def nrrd_header(grid: Grid) -> dict:
 
 
 def slicer_fields(mask: np.ndarray, *, name: str, color, label: int = 1) -> dict:
-    """3D Slicer segmentation fields for one segment with value ``label`` in layer 0."""
+    """3D Slicer segmentation header fields for one segment with value ``label`` in layer 0.
+
+    Follows 3D Slicer's ``.seg.nrrd`` format: ID (the name with other
+    characters than letters, digits and ``_`` replaced), name, colour, label
+    value, layer, extent of the segment's voxels (NRRD axis order; ``0 -1 0
+    -1 0 -1`` when empty) and, for a name that says pneumothorax, the SNOMED
+    CT terminology :data:`PNEUMOTHORAX_TERMINOLOGY`.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        The ``(z, y, x)`` mask the fields describe.
+    name : str
+        Segment name.
+    color : sequence of 3 float
+        r g b in 0-1.
+    label : int, default 1
+        The segment's value in ``mask``.
+
+    Returns
+    -------
+    dict
+        Header fields (all values strings) to add to :func:`nrrd_header`'s.
+
+    Examples
+    --------
+    >>> mask = np.zeros((4, 6, 8), np.uint8)
+    >>> mask[1:3, 2:4, 2:6] = 1
+    >>> fields = slicer_fields(mask, name="Pneumothorax (left)", color=(1.0, 0.6, 0.0))
+    >>> fields["Segment0_ID"], fields["Segment0_Color"], fields["Segment0_Extent"]
+    ('Pneumothorax_left', '1 0.6 0', '2 5 2 3 1 2')
+    >>> fields["Segment0_Tags"] == PNEUMOTHORAX_TERMINOLOGY
+    True
+    """
     r, g, b = (float(c) for c in color)
     nz = [np.flatnonzero(np.any(mask == label, axis=tuple(a for a in range(3) if a != axis)))
           for axis in range(3)]

@@ -11,7 +11,39 @@ from .atomic import atomic_path
 
 def write_csv(rows: Iterable[Mapping[str, Any]], path: Union[str, os.PathLike], *,
               overwrite: bool = False) -> None:
-    """Write rows (dicts) as CSV, columns in first-seen order; atomic, no silent overwrite."""
+    """Write rows (dicts) as a CSV table with a header, columns in first-seen order.
+
+    A key missing from a row, or None, is an empty cell; floats are written
+    with 6 significant digits. Written atomically (see
+    :func:`~napari_pneumoseg.io.atomic.atomic_path`).
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        One mapping per row, column name -> value.
+    path : str or os.PathLike
+        The file to write; its folder must exist.
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "measurements.csv"
+    >>> write_csv([{"case": "p1", "volume_ml": 123.456789}, {"case": "p2", "dice": None}], path)
+    >>> print(path.read_text(), end="")
+    case,volume_ml,dice
+    p1,123.457,
+    p2,,
+    """
     rows = list(rows)
     columns: list[str] = []
     for row in rows:

@@ -61,12 +61,39 @@ class ModelLoadError(ValueError):
 class ModelBundle:
     """A Keras segmentation network and how to use it (plain data, no behaviour).
 
-    ``architecture`` says how to rebuild ``model``: ``{"type": "sm.Unet",
-    "backbone", "input_channels", "classes": 1, "activation": "sigmoid"}`` for
-    our networks, ``{"type": "keras", ...}`` for a foreign full Keras model
-    (usable, but not re-savable as ``.pnxmodel``). ``warnings`` collects what
-    the user should know (e.g. an assumed preprocessing); ``source`` is the
-    file it was loaded from, if any.
+    Made by :meth:`build` (a new network), :func:`load_model` (a file) or
+    training; written by :func:`save_model`. Inference and training read
+    ``preprocessing`` and ``threshold`` from here, so a model is always fed as
+    it was trained.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The network: ``(n, y, x, input_channels)`` in, one sigmoid channel out.
+    architecture : dict
+        How to rebuild ``model``: ``{"type": "sm.Unet", "backbone",
+        "input_channels", "classes": 1, "activation": "sigmoid"}`` for our
+        networks, ``{"type": "keras", ...}`` for a foreign full Keras model
+        (usable, but not re-savable as ``.pnxmodel``).
+    preprocessing : dict, optional
+        See :func:`~napari_pneumoseg.model.preprocess.validate_preprocessing`;
+        default the fixed HU window (``DEFAULT_PREPROCESSING``).
+    threshold : float, default 0.5
+        A voxel is pneumothorax when its probability is above it (see
+        :func:`~napari_pneumoseg.model.inference.foreground`).
+    provenance : dict, optional
+        Free-form, JSON-serialisable record of how the model was made (data,
+        split, epochs, metrics).
+    source : pathlib.Path, optional
+        The file it was loaded from, if any.
+    warnings : list of str, optional
+        What the user should know (e.g. an assumed preprocessing).
+
+    Examples
+    --------
+    >>> bundle = ModelBundle.build("resnet18", provenance={"note": "untrained"})  # doctest: +SKIP
+    >>> bundle.config["architecture"]["backbone"]  # doctest: +SKIP
+    'resnet18'
     """
 
     model: Any
@@ -88,7 +115,47 @@ class ModelBundle:
         threshold: float = DEFAULT_THRESHOLD,
         provenance: Optional[Mapping[str, Any]] = None,
     ) -> "ModelBundle":
-        """A new (untrained) bundle around :func:`build_unet`; preprocessing defaults to the HU window."""
+        """A new, untrained bundle around :func:`~napari_pneumoseg.model.network.build_unet`.
+
+        Imports TensorFlow.
+
+        Parameters
+        ----------
+        backbone : str, default "resnet50"
+            Encoder, one of :data:`~napari_pneumoseg.model.network.KNOWN_BACKBONES`
+            (the paper's is ResNet-50).
+        input_channels : int, default 1
+            Input channels, 1 to 16.
+        encoder_weights : {None, "imagenet"}, optional
+            None (random initialisation, as the paper) or ImageNet weights
+            (downloaded on first use).
+        preprocessing : mapping, optional
+            Checked by :func:`~napari_pneumoseg.model.preprocess.validate_preprocessing`;
+            default the fixed HU window.
+        threshold : float, default 0.5
+            Strictly between 0 and 1.
+        provenance : mapping, optional
+            Copied into the bundle.
+
+        Returns
+        -------
+        ModelBundle
+            With ``architecture`` filled in for ``sm.Unet``.
+
+        Raises
+        ------
+        ValueError
+            Unknown backbone, bad channel count, ``encoder_weights`` other than
+            None or ``"imagenet"``, invalid preprocessing or threshold.
+        napari_pneumoseg.model.WeightsDownloadError
+            ImageNet weights were asked for and cannot be downloaded.
+
+        Examples
+        --------
+        >>> bundle = ModelBundle.build("resnet18", threshold=0.4)  # doctest: +SKIP
+        >>> bundle.architecture  # doctest: +SKIP
+        {'type': 'sm.Unet', 'backbone': 'resnet18', 'input_channels': 1, 'classes': 1, 'activation': 'sigmoid'}
+        """
         arch = _unet_architecture(backbone, input_channels)
         return cls(
             model=build_unet(arch["backbone"], arch["input_channels"], encoder_weights),
@@ -100,11 +167,16 @@ class ModelBundle:
 
     @property
     def input_channels(self) -> int:
+        """The number of input channels the network takes (1 unless the architecture says otherwise)."""
         return int(self.architecture.get("input_channels", 1))
 
     @property
     def config(self) -> dict:
-        """The JSON-ready config that :func:`save_model` writes."""
+        """The model's config as :func:`save_model` writes it (before its checks and versions).
+
+        A new dict: ``format``, ``schema_version``, ``architecture``,
+        ``preprocessing``, ``threshold`` and ``provenance`` (shallow copies).
+        """
         return {
             "format": FORMAT_NAME,
             "schema_version": SCHEMA_VERSION,
@@ -137,7 +209,45 @@ def _check_threshold(value: Any) -> float:
 
 
 def validate_config(config: Any) -> dict:
-    """Check a ``config.json`` dict; return it normalised. Raises ValueError saying what is wrong."""
+    """Check the ``config.json`` of a ``.pnxmodel`` file and return it normalised.
+
+    Everything a model file may say is checked before any network is built:
+    format name, schema version (newer than this package: refused), an
+    ``sm.Unet`` architecture with one sigmoid output and known keys only,
+    preprocessing and threshold. Keys outside those (e.g. ``software``,
+    ``saved``) are dropped.
+
+    Parameters
+    ----------
+    config : object
+        The parsed JSON.
+
+    Returns
+    -------
+    dict
+        ``format``, ``schema_version``, ``architecture`` (with defaults filled
+        in), ``preprocessing`` (normalised), ``threshold`` and ``provenance``
+        (as given).
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong: not a JSON object, another format, a bad or
+        newer schema version, an unknown architecture type, backbone, key or
+        channel count, not one sigmoid class, invalid preprocessing or
+        threshold, or a ``provenance`` that is not an object.
+
+    Examples
+    --------
+    >>> config = validate_config({"format": "napari-pneumoseg-model", "schema_version": 1,
+    ...                           "architecture": {"type": "sm.Unet", "backbone": "resnet18"}})
+    >>> config["architecture"]["input_channels"], config["preprocessing"], config["threshold"]
+    (1, {'method': 'window', 'hu_min': -1100.0, 'hu_max': 300.0}, 0.5)
+    >>> validate_config({"format": "napari-pneumoseg-model", "schema_version": 2})
+    Traceback (most recent call last):
+    ...
+    ValueError: schema_version 2 is newer than this napari-pneumoseg understands (1); update napari-pneumoseg
+    """
     if not isinstance(config, dict):
         raise ValueError("config is not a JSON object")
     if config.get("format") != FORMAT_NAME:

@@ -62,7 +62,38 @@ class WeightsDownloadError(RuntimeError):
 
 
 def check_architecture_args(backbone: Any, input_channels: Any) -> tuple[str, int]:
-    """Validate a backbone name and channel count; return them normalised."""
+    """Check a backbone name and input channel count; return them normalised.
+
+    The one check of architecture arguments, shared by :func:`build_unet` and
+    model files (:func:`~napari_pneumoseg.model.bundle.validate_config`).
+
+    Parameters
+    ----------
+    backbone : object
+        Must be one of :data:`KNOWN_BACKBONES`.
+    input_channels : object
+        An integer (not a bool) from 1 to :data:`MAX_INPUT_CHANNELS`.
+
+    Returns
+    -------
+    tuple of (str, int)
+        ``(backbone, input_channels)``.
+
+    Raises
+    ------
+    ValueError
+        Unknown backbone (the message lists the known ones), or a channel
+        count that is not an integer in range.
+
+    Examples
+    --------
+    >>> check_architecture_args("resnet50", np.int64(1))
+    ('resnet50', 1)
+    >>> check_architecture_args("resnet50", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: input_channels must be 1..16, got 0
+    """
     if backbone not in KNOWN_BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(KNOWN_BACKBONES)}")
     if isinstance(input_channels, bool) or not isinstance(input_channels, (int, np.integer)):
@@ -75,10 +106,42 @@ def check_architecture_args(backbone: Any, input_channels: Any) -> tuple[str, in
 def build_unet(backbone: str = PAPER_BACKBONE, input_channels: int = 1, encoder_weights: Optional[str] = None):
     """Build ``sm.Unet(backbone, input_shape=(None, None, input_channels), classes=1, activation="sigmoid")``.
 
-    ``encoder_weights`` is None (random initialisation, as the paper) or
-    ``"imagenet"`` (downloads; see the module docstring for how 3-channel
-    ImageNet weights are adapted to other channel counts). The returned Keras
-    model is not compiled.
+    Imports TensorFlow. The network is fully convolutional: slice height and
+    width must be multiples of 32.
+
+    Parameters
+    ----------
+    backbone : str, default "resnet50"
+        Encoder, one of :data:`KNOWN_BACKBONES` (the paper's is ResNet-50).
+    input_channels : int, default 1
+        Input channels, 1 to :data:`MAX_INPUT_CHANNELS`.
+    encoder_weights : {None, "imagenet"}, optional
+        None: random initialisation, as the paper. ``"imagenet"``: ImageNet
+        encoder weights, downloaded on first use and adapted to
+        ``input_channels`` as the module docstring describes; a starting
+        point for training only.
+
+    Returns
+    -------
+    keras.Model
+        Not compiled. For ``resnet50`` with one channel it has
+        :data:`PAPER_TOTAL_PARAMS` parameters, :data:`PAPER_TRAINABLE_PARAMS`
+        trainable, as the paper's.
+
+    Raises
+    ------
+    ValueError
+        Unknown backbone, bad channel count (see
+        :func:`check_architecture_args`), or ``encoder_weights`` other than
+        None or ``"imagenet"``.
+    WeightsDownloadError
+        ImageNet weights were asked for and cannot be downloaded.
+
+    Examples
+    --------
+    >>> model = build_unet("resnet50")  # doctest: +SKIP
+    >>> count_parameters(model) == (PAPER_TOTAL_PARAMS, PAPER_TRAINABLE_PARAMS)  # doctest: +SKIP
+    True
     """
     backbone, input_channels = check_architecture_args(backbone, input_channels)
     if encoder_weights not in (None, "imagenet"):
@@ -147,6 +210,21 @@ def _copy_adapting_input_channels(src, dst, channels: int) -> None:
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """Return (total, trainable) parameter counts of a Keras model."""
+    """The total and trainable parameter counts of a Keras model.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    tuple of (int, int)
+        ``(total, trainable)``.
+
+    Examples
+    --------
+    >>> count_parameters(build_unet("resnet50"))  # doctest: +SKIP
+    (32554836, 32507282)
+    """
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     return int(model.count_params()), trainable

@@ -24,10 +24,39 @@ _KEYS = {"window": {"method", "hu_min", "hu_max"}, "minmax": {"method"}}
 
 
 def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """Return a checked, normalised copy of a preprocessing dict (None = the default).
+    """Check a preprocessing dict and return a normalised copy.
 
     Unknown methods or keys are errors rather than ignored: a setting this
     version does not understand would otherwise silently change the input.
+
+    Parameters
+    ----------
+    config : mapping or None
+        ``{"method": "window", "hu_min": ..., "hu_max": ...}`` (bounds
+        default to -1100 and 300 HU) or ``{"method": "minmax"}``; None means
+        :data:`DEFAULT_PREPROCESSING`.
+
+    Returns
+    -------
+    dict
+        A new dict; for ``window`` with ``hu_min`` and ``hu_max`` as floats.
+
+    Raises
+    ------
+    ValueError
+        Not a mapping, an unknown method or key, or window bounds that are
+        not finite numbers with ``hu_min < hu_max``.
+
+    Examples
+    --------
+    >>> validate_preprocessing(None)
+    {'method': 'window', 'hu_min': -1100.0, 'hu_max': 300.0}
+    >>> validate_preprocessing({"method": "window", "hu_max": 400})
+    {'method': 'window', 'hu_min': -1100.0, 'hu_max': 400.0}
+    >>> validate_preprocessing({"method": "window", "level": -600})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown keys for preprocessing 'window': ['level']
     """
     if config is None:
         return dict(DEFAULT_PREPROCESSING)
@@ -55,10 +84,37 @@ def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any
 
 
 def volume_stats(hu_volume: np.ndarray, config: Optional[Mapping[str, Any]] = None) -> Optional[dict]:
-    """Whole-volume statistics a preprocessing needs (``{"min", "max"}`` for min-max, else None).
+    """The whole-volume statistics a preprocessing needs: ``{"min", "max"}`` for min-max, else None.
 
     Compute them once on the whole volume and pass them to every
     :func:`preprocess` call when slices are processed batch by batch.
+
+    Parameters
+    ----------
+    hu_volume : array_like
+        The whole CT in HU.
+    config : mapping, optional
+        The preprocessing (see :func:`validate_preprocessing`); default the
+        fixed window, which needs no statistics.
+
+    Returns
+    -------
+    dict or None
+        ``{"min": float, "max": float}`` for ``minmax``; None otherwise.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``config``; or, for ``minmax``, an empty volume or one with
+        NaN or infinite values.
+
+    Examples
+    --------
+    >>> hu = np.array([[[-1024.0, 40.0], [300.0, 1500.0]]])
+    >>> volume_stats(hu) is None
+    True
+    >>> volume_stats(hu, {"method": "minmax"})
+    {'min': -1024.0, 'max': 1500.0}
     """
     cfg = validate_preprocessing(config)
     if cfg["method"] != "minmax":
@@ -93,6 +149,11 @@ def centred_padding(size: int, target: int) -> tuple[int, int]:
     ------
     ValueError
         ``target`` is smaller than ``size``.
+
+    Examples
+    --------
+    >>> centred_padding(500, 512), centred_padding(5, 8)
+    ((6, 6), (1, 2))
     """
     extra = int(target) - int(size)
     if extra < 0:
@@ -110,11 +171,52 @@ def preprocess(
     *,
     channels: int = 1,
 ) -> np.ndarray:
-    """Scale HU slices ``(n, y, x)`` (or one ``(y, x)`` slice) to float32 ``(n, y, x, channels)``.
+    """Scale HU slices to network input: float32 ``(n, y, x, channels)``, the same for training and inference.
 
-    For min-max, ``volume_stats`` must come from :func:`volume_stats` on the
-    whole volume; without it the given slices are taken to be the whole volume.
-    With ``channels > 1`` the single scaled image is repeated in every channel.
+    ``window`` clips HU to ``[hu_min, hu_max]`` and maps that range to
+    [0, 1]. ``minmax`` maps the volume's ``[min, max]`` to [0, 1] (a
+    constant volume to 0).
+
+    Parameters
+    ----------
+    hu_slices : array_like
+        HU slices ``(n, y, x)``, or one slice ``(y, x)`` (then ``n = 1``).
+    config : mapping, optional
+        The preprocessing (see :func:`validate_preprocessing`); default the
+        fixed window.
+    volume_stats : mapping, optional
+        For ``minmax``: :func:`volume_stats` of the whole volume. Without it
+        the given slices are taken to be the whole volume. Ignored by
+        ``window``.
+    channels : int, default 1
+        With ``channels > 1`` the single scaled image is repeated in every
+        channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n, y, x, channels)``.
+
+    Raises
+    ------
+    ValueError
+        Invalid ``config``, input that is not 2-D or 3-D, ``channels < 1``,
+        or (``minmax`` without ``volume_stats``) an empty or non-finite
+        volume.
+
+    Examples
+    --------
+    >>> hu = np.array([[-2000.0, -1100.0], [-400.0, 300.0]])
+    >>> x = preprocess(hu)
+    >>> x.shape, x.dtype
+    ((1, 2, 2, 1), dtype('float32'))
+    >>> x[0, ..., 0].tolist()
+    [[0.0, 0.0], [0.5, 1.0]]
+    >>> stats = {"min": -1000.0, "max": 3000.0}  # volume_stats() of the whole volume
+    >>> preprocess([[-1000.0, 0.0], [1000.0, 3000.0]], {"method": "minmax"}, stats)[0, ..., 0].tolist()
+    [[0.0, 0.25], [0.5, 1.0]]
+    >>> preprocess(hu, channels=3).shape
+    (1, 2, 2, 3)
     """
     cfg = validate_preprocessing(config)
     hu = np.asarray(hu_slices)

@@ -16,7 +16,28 @@ SLICE_SPLIT_WARNING = (
 
 @dataclass
 class Split:
-    """For each set, a list of (case index, slice index) pairs, plus how it was made."""
+    """A train/validation/test split: for each set, its (case index, slice index) pairs.
+
+    Made by :func:`split_cases`.
+
+    Parameters
+    ----------
+    train, validation, test : list of tuple of (int, int)
+        ``(case index, slice index)`` pairs, sorted.
+    mode : str
+        How it was made: ``"patient"``, ``"slab"`` (fewer than 3 patients) or
+        ``"slice"``.
+    by_case : dict, optional
+        For ``patient``: the case indices of each set.
+    note : str, default ""
+        Why the split's scores may be optimistic (``slab``, ``slice``).
+
+    Examples
+    --------
+    >>> split = split_cases([10, 10, 10, 10, 10], seed=0)
+    >>> split.mode, split.describe()["slices"]
+    ('patient', {'train': 30, 'validation': 10, 'test': 10})
+    """
 
     train: list[tuple[int, int]]
     validation: list[tuple[int, int]]
@@ -26,9 +47,25 @@ class Split:
     note: str = ""
 
     def sets(self) -> dict[str, list[tuple[int, int]]]:
+        """The three sets by name: ``{"train": ..., "validation": ..., "test": ...}``.
+
+        Examples
+        --------
+        >>> split = split_cases([3, 3, 3, 3, 3])
+        >>> {name: len(pairs) for name, pairs in split.sets().items()}
+        {'train': 9, 'validation': 3, 'test': 3}
+        """
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
     def describe(self) -> dict:
+        """A JSON-ready summary for a model's provenance: ``mode``, slice counts per set, ``cases``, ``note``.
+
+        Examples
+        --------
+        >>> summary = split_cases([10, 10]).describe()
+        >>> summary["mode"], summary["slices"]
+        ('slab', {'train': 12, 'validation': 4, 'test': 4})
+        """
         return {"mode": self.mode, "slices": {k: len(v) for k, v in self.sets().items()},
                 "cases": self.by_case, "note": self.note}
 
@@ -48,12 +85,55 @@ def _counts(n: int) -> tuple[int, int, int]:
 
 
 def split_cases(n_slices: list[int], mode: str = "patient", seed: int = 0) -> Split:
-    """Split cases (given by their slice counts) 64/16/20 (see :func:`_counts`), seeded.
+    """Split cases, given by their slice counts, into train/validation/test 64/16/20, seeded.
+
+    The proportions are the paper's two successive 80/20 splits, rounded as
+    scikit-learn's ``train_test_split(test_size=0.2)`` rounds them (test
+    ``ceil(0.2 n)``, then validation ``ceil(0.2 * rest)``).
 
     - ``patient``: whole patients per set, so no patient is in two sets. With
       fewer than 3 patients, each patient is cut into contiguous slabs
-      (top/middle/bottom in the proportions), the closest honest split possible.
-    - ``slice``: the paper's split over all slices (warns why it is optimistic).
+      (mode ``slab``: train at the bottom, then validation, test at the top,
+      in the same proportions), the closest honest split possible.
+    - ``slice``: the paper's split over all slices; warns why it is
+      optimistic (:data:`SLICE_SPLIT_WARNING`).
+
+    Parameters
+    ----------
+    n_slices : list of int
+        Number of slices of each case.
+    mode : {"patient", "slice"}, default "patient"
+        What is kept together.
+    seed : int, default 0
+        Seed of the random order (the same seed gives the same split).
+
+    Returns
+    -------
+    Split
+
+    Raises
+    ------
+    ValueError
+        ``mode`` is neither; or there are fewer than 3 items to split (slices
+        in ``slice`` mode, or slices of one patient in ``slab`` mode).
+
+    Warns
+    -----
+    UserWarning
+        With ``mode="slice"``.
+
+    Examples
+    --------
+    >>> split = split_cases([40] * 10, seed=1)
+    >>> {name: len(cases) for name, cases in split.by_case.items()}
+    {'train': 6, 'validation': 2, 'test': 2}
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     paper = split_cases([3737], mode="slice")
+    >>> paper.describe()["slices"]  # the paper's 3737 slices
+    {'train': 2391, 'validation': 598, 'test': 748}
+    >>> split_cases([30, 30]).mode
+    'slab'
     """
     rng = np.random.default_rng(seed)
     all_slices = [(c, k) for c, n in enumerate(n_slices) for k in range(n)]
