@@ -53,3 +53,39 @@ def test_an_error_is_the_outcome_and_late_progress_is_dropped(qtbot, exc):
     assert log == [("progress", ("progress", 1, 2, "1/2")), ("error", str(exc)), ("done",)]
     job._progress(("progress", 2, 2, "late"))
     assert log[-1] == ("done",)
+
+
+def test_an_outcome_delivered_inside_a_progress_handler_still_comes_last(qtbot):
+    """napari's progress bar re-enters Qt's event loop from inside a progress handler.
+
+    The result can then arrive in the middle of the handler; it must be applied after
+    the handler has finished (a status line set at the handler's end must not win).
+    """
+    from qtpy.QtWidgets import QApplication
+
+    log, state = [], {}
+
+    def on_progress(item):
+        log.append(("progress", item[1]))
+        if item[1] == 2:  # the last one: let Qt deliver the (already queued) outcome now
+            for _ in range(500):
+                QApplication.processEvents()
+                if state["job"].final:
+                    break
+                qtbot.wait(10)
+            state["final_inside"] = state["job"].final
+        log.append(("progress end", item[1]))
+
+    def work():
+        yield ("progress", 1, 2, "")
+        yield ("progress", 2, 2, "")
+        return "answer"
+
+    state["job"] = job = BackgroundJob(work, on_progress=on_progress,
+                                       on_result=lambda v: log.append(("result", v)),
+                                       on_error=lambda e: log.append(("error", e)),
+                                       on_done=lambda: log.append(("done",)))
+    qtbot.waitUntil(lambda: job.done, timeout=30_000)
+    assert state["final_inside"]  # the outcome really arrived inside the handler
+    assert log == [("progress", 1), ("progress end", 1), ("progress", 2), ("progress end", 2),
+                   ("result", "answer"), ("done",)]

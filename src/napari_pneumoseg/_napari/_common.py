@@ -117,10 +117,15 @@ class BackgroundJob:
     ``job`` is a function or generator function run in napari's worker thread;
     what it yields goes to ``on_progress`` and what it returns to ``on_result``
     (or an exception to ``on_error``), all on the GUI thread. Once the outcome
-    has been handled, nothing that arrives later (a progress message still
-    queued, a second outcome) is passed on, so the widget's final state is the
-    outcome's. ``on_done`` runs last, after the outcome, whatever it was.
-    :attr:`done` turns True after ``on_done``: tests wait on it.
+    has arrived, nothing that arrives later (a progress message still queued, a
+    second outcome) is passed on, so the widget's final state is the outcome's.
+    ``on_done`` runs last, after the outcome, whatever it was. :attr:`done`
+    turns True after ``on_done``: tests wait on it.
+
+    A progress handler may re-enter Qt's event loop (napari's progress bar
+    does), and the outcome can then be delivered in the middle of it; so the
+    outcome and ``on_done`` are held until the handler has returned, and run
+    after it.
     """
 
     def __init__(self, job: Callable, *, on_progress: Callable, on_result: Callable,
@@ -131,27 +136,46 @@ class BackgroundJob:
         self.done = False
         self._on_progress, self._on_result = on_progress, on_result
         self._on_error, self._on_done = on_error, on_done
+        self._in_progress = False
+        self._held: list[Callable[[], None]] = []
         # Errors are handled (shown as messages), so napari must not re-raise them.
         self.worker = create_worker(_reporting_runtime_errors(job), _connect={
             "yielded": self._progress, "returned": self._result, "errored": self._error,
             "finished": self._finished})
 
     def _progress(self, item) -> None:
-        if not self.final:
+        if self.final or self._in_progress:  # after the outcome, or re-entered: stale
+            return
+        self._in_progress = True
+        try:
             self._on_progress(item)
+        finally:
+            self._in_progress = False
+            held, self._held = self._held, []
+            for call in held:
+                call()
+
+    def _after_progress(self, call: Callable[[], None]) -> None:
+        if self._in_progress:
+            self._held.append(call)
+        else:
+            call()
 
     def _result(self, value) -> None:
         if not self.final:
             self.final = True
-            self._on_result(value)
+            self._after_progress(lambda: self._on_result(value))
 
     def _error(self, exc: BaseException) -> None:
         if not self.final:
             self.final = True
-            self._on_error(exc)
+            self._after_progress(lambda: self._on_error(exc))
 
     def _finished(self) -> None:
         self.final = True
+        self._after_progress(self._done)
+
+    def _done(self) -> None:
         try:
             self._on_done()
         finally:
