@@ -335,7 +335,7 @@ def _slices_of(file: Path, ds) -> list[_Slice]:
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception:
-        raise _SkipFile("that lack image size (Rows/Columns)")  # noqa: B904 (read_ct turns it into a warning)
+        raise _SkipFile("that lack image size (Rows/Columns)") from None
     series = str(ds.get("SeriesInstanceUID", "") or "")
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPInstanceUID", "") or "")
@@ -392,7 +392,7 @@ def _vec(value, n: int) -> np.ndarray:
     try:
         v = np.array([float(x) for x in value], dtype=float)
     except (TypeError, ValueError):
-        raise _SkipFile("with unreadable geometry values")  # noqa: B904 (read_ct turns it into a warning)
+        raise _SkipFile("with unreadable geometry values") from None
     if v.shape != (n,) or not np.all(np.isfinite(v)):
         raise _SkipFile("with unreadable geometry values")
     return v

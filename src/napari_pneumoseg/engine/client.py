@@ -351,7 +351,7 @@ class Engine:
             except (EOFError, OSError):
                 message = self._died_message("during the job")
                 self._kill()
-                raise EngineError(message)  # noqa: B904 (the message says what happened)
+                raise EngineError(message) from None
             tag = message[0]
             if message[1] != job_id:
                 continue
