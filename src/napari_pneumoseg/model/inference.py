@@ -29,6 +29,7 @@ from ._backend import keras_modules
 from .bundle import ModelBundle, load_model
 from .plan import Batch, plan_inference
 from .preprocess import centred_padding, preprocess, volume_stats
+from .resample import needs_resampling, resample_slices, target_shape
 
 SIZE_MULTIPLE = 32
 #: Slices per network batch when the caller does not choose (segment(), Table 2 evaluation).
@@ -169,6 +170,13 @@ def segment(
 
     net = model.model
     run = _predictor(net)
+    target_mm = model.preprocessing.get("pixel_spacing_mm")
+    resampled = isinstance(ct, CTVolume) and needs_resampling(spacing[1:], target_mm)
+    if resampled:  # run at the model's pixel size, map the probabilities back after
+        image_yx = hu.shape[1:]
+        run_yx = target_shape(image_yx, spacing[1:], target_mm)
+        hu = resample_slices(hu, run_yx)
+        spacing = (spacing[0], spacing[1] * image_yx[0] / run_yx[0], spacing[2] * image_yx[1] / run_yx[1])
     n, ny, nx = hu.shape
     pads, resizable = _frame(net, ny, nx)
     frame = (ny + pads[0][0] + pads[0][1], nx + pads[1][0] + pads[1][1])
@@ -179,7 +187,7 @@ def segment(
     analysed = time.perf_counter()
 
     mask = np.zeros(hu.shape, dtype=np.uint8)
-    probs = np.zeros(hu.shape, dtype=np.float32) if return_probabilities else None
+    probs = np.zeros(hu.shape, dtype=np.float32) if (return_probabilities or resampled) else None
     total = plan.slices_run
     report(progress, 0, total, f"0/{total} slices" + _plan_text(plan))
 
@@ -206,11 +214,24 @@ def segment(
                 probs[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p
             done += batch.stop - batch.start
             report(progress, done, total, _progress_text(done, total, time.perf_counter() - loop_start))
+    if resampled:
+        probs = resample_slices(probs, image_yx, antialias=False)
+        np.clip(probs, 0.0, 1.0, out=probs)
+        mask = foreground(probs, thr).astype(np.uint8)
+        if not return_probabilities:
+            probs = None
     end = time.perf_counter()
     info = InferenceInfo.from_plan(
         plan, crop_chest=bool(crop_chest), skip_slices=bool(skip_slices), batch_size=batch_size,
         seconds=end - start, seconds_analysis=analysed - start, seconds_network=network_s,
         seconds_loop=end - loop_start)
+    info.pixel_spacing_mm = [float(spacing[1]), float(spacing[2])]
+    if resampled:
+        info.notes.append(f"ran at the model's {target_mm:g} mm pixels ({hu.shape[2]} x {hu.shape[1]}), "
+                          "mask mapped back onto the CT's grid")
+    elif target_mm is not None and not isinstance(ct, CTVolume):
+        info.notes.append(f"the model was trained at {target_mm:g} mm pixels but an array has no "
+                          "spacing: ran at the array's own resolution")
     return SegmentResult(mask=mask, probabilities=probs, info=info)
 
 
@@ -227,8 +248,11 @@ class InferenceInfo:
     inside the network, ``slices_per_second`` counts slices run per second
     of the batch loop. ``windows`` lists where the network's output was used:
     ``[start, stop, y0, y1, x0, x1]`` per batch (slices ``start:stop``, image
-    pixels; the network saw a band of context around that). Plain data: :meth:`as_dict` is JSON-ready and
-    :meth:`from_dict` reads it back (the engine passes it between processes).
+    pixels; the network saw a band of context around that). "Image pixels" are
+    those the network ran on: the CT's own, or, for a model with a pixel size,
+    the resampled slice's; ``pixel_spacing_mm`` is that pixel size ``(y, x)``.
+    Plain data: :meth:`as_dict` is JSON-ready and :meth:`from_dict` reads it
+    back (the engine passes it between processes).
     """
 
     slices_total: int
@@ -247,6 +271,7 @@ class InferenceInfo:
     slices_per_second: float
     notes: list = field(default_factory=list)
     windows: list = field(default_factory=list)
+    pixel_spacing_mm: Optional[list] = None
 
     @classmethod
     def from_plan(cls, plan, *, crop_chest, skip_slices, batch_size, seconds, seconds_analysis,

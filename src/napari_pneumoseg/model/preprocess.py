@@ -9,6 +9,11 @@ is stored in every model bundle, so a model is always fed as it was trained:
 - ``{"method": "minmax"}``: the seed paper's code: per-volume min-max to [0, 1]
   over the whole volume (scikit-learn ``MinMaxScaler`` on the flattened
   volume). The scale then depends on each study's extreme voxels.
+
+Either may add ``"pixel_spacing_mm"``: the in-plane pixel size the model was
+trained at. Every CT is then resampled to it before the network and the
+result back onto the CT's grid (:mod:`.resample`); without it (older models,
+models trained at native resolution) a CT runs at its own resolution.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import numpy as np
 DEFAULT_PREPROCESSING: dict[str, Any] = {"method": "window", "hu_min": -1100.0, "hu_max": 300.0}
 PAPER_PREPROCESSING: dict[str, Any] = {"method": "minmax"}
 
-_KEYS = {"window": {"method", "hu_min", "hu_max"}, "minmax": {"method"}}
+_KEYS = {"window": {"method", "hu_min", "hu_max", "pixel_spacing_mm"},
+         "minmax": {"method", "pixel_spacing_mm"}}
 
 
 def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -33,8 +39,9 @@ def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any
     ----------
     config : mapping or None
         ``{"method": "window", "hu_min": ..., "hu_max": ...}`` (bounds
-        default to -1100 and 300 HU) or ``{"method": "minmax"}``; None means
-        :data:`DEFAULT_PREPROCESSING`.
+        default to -1100 and 300 HU) or ``{"method": "minmax"}``, either with
+        an optional ``"pixel_spacing_mm"`` (a positive number, or None: kept
+        only when set); None means :data:`DEFAULT_PREPROCESSING`.
 
     Returns
     -------
@@ -44,8 +51,9 @@ def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any
     Raises
     ------
     ValueError
-        Not a mapping, an unknown method or key, or window bounds that are
-        not finite numbers with ``hu_min < hu_max``.
+        Not a mapping, an unknown method or key, window bounds that are
+        not finite numbers with ``hu_min < hu_max``, or a pixel spacing that is
+        not a positive number.
 
     Examples
     --------
@@ -57,6 +65,8 @@ def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any
     Traceback (most recent call last):
     ...
     ValueError: unknown keys for preprocessing 'window': ['level']
+    >>> validate_preprocessing({"method": "minmax", "pixel_spacing_mm": 2.8})
+    {'method': 'minmax', 'pixel_spacing_mm': 2.8}
     """
     if config is None:
         return dict(DEFAULT_PREPROCESSING)
@@ -80,6 +90,16 @@ def validate_preprocessing(config: Optional[Mapping[str, Any]]) -> dict[str, Any
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise ValueError(f"window needs finite hu_min < hu_max, got {lo} and {hi}")
         out.update(hu_min=lo, hu_max=hi)
+    spacing = config.get("pixel_spacing_mm")
+    if spacing is not None:
+        try:
+            spacing = float(spacing)
+        except (TypeError, ValueError):
+            spacing = float("nan")
+        if isinstance(config.get("pixel_spacing_mm"), bool) or not (np.isfinite(spacing) and spacing > 0):
+            raise ValueError(f"pixel_spacing_mm must be a positive number of mm, got "
+                             f"{config.get('pixel_spacing_mm')!r}")
+        out["pixel_spacing_mm"] = spacing
     return out
 
 
