@@ -1,13 +1,19 @@
-"""The command line: segment writes a mask in the requested format; errors are one clear line."""
+"""The command line: segment writes a mask in the requested format; simulate and make-phantoms
+write datasets that load_cases reads; errors are one clear line."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
+import pydicom
 import pytest
 
-from napari_pneumoseg import make_phantom, read_ct, read_mask
+from napari_pneumoseg import make_phantom, measure, read_ct, read_mask
 from napari_pneumoseg.cli import main
 from napari_pneumoseg.phantom import write_phantom_case
+from napari_pneumoseg.training import load_cases
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +47,90 @@ def test_bad_suffix_and_missing_ct_are_one_line_errors(tmp_path, tiny_model_path
     assert main(["info", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------- simulate, make-phantoms --real
+
+@pytest.fixture(scope="module")
+def chest_part(chest_dir, tmp_path_factory):
+    """16 slices of the real chest CT (mid-chest, both lungs), its files copied as they are.
+
+    A third of the series keeps each simulation about a second.
+    """
+    files = read_ct(chest_dir).metadata["files"][16:32]  # array order: foot to head
+    folder = tmp_path_factory.mktemp("real") / "chest_A0001_part"
+    folder.mkdir()
+    for f in files:
+        shutil.copy(f, folder)
+    return folder
+
+
+def test_simulate_writes_series_truth_and_facts_that_load_cases_reads(chest_part, tmp_path, capsys):
+    out = tmp_path / "data" / "sim-1"
+    assert main(["simulate", str(chest_part), str(out), "--side", "right", "--size", "large",
+                 "--seed", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "mL" in printed and "%" in printed and "rim depth" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["ct", "facts.json", "truth.seg.nrrd"]
+
+    source, ct = read_ct(chest_part), read_ct(out / "ct")
+    assert ct.shape == source.shape and ct.spacing == source.spacing and ct.origin == source.origin
+    first = pydicom.dcmread(next((out / "ct").iterdir()), stop_before_pixels=True)
+    assert "SIMULATED" in first.SeriesDescription and first.ImageType[0] == "DERIVED"
+    assert first.PatientID == "Lung_Dx-A0001"
+    assert first.StudyInstanceUID == source.metadata["study_instance_uid"]
+    assert first.SeriesInstanceUID != source.metadata["series_instance_uid"]
+
+    truth = read_mask(out / "truth.seg.nrrd", like=ct)
+    facts = json.loads((out / "facts.json").read_text())
+    assert truth.any() and facts["parameters"]["side"] == "right"
+    vol = facts["volume_ml"]
+    assert vol["total"] == pytest.approx(truth.sum() * ct.voxel_volume_ml, rel=1e-6, abs=0.05)
+    assert vol["left"] == 0 and vol["right"] == pytest.approx(vol["total"])
+    m = measure(truth, ct=ct)  # sides by the body's midline, not by pleural cavity: nearly the same
+    assert m.volume_ml == pytest.approx(vol["total"], rel=1e-6) and m.right_ml > 0.9 * vol["right"]
+    assert f"{vol['right']:.1f} mL" in printed and f"{facts['pct_hemithorax']['right']:.1f} %" in printed
+    # The air is in the written HU, where the truth says.
+    assert np.median(ct.hu[truth > 0]) < -900
+
+    # The output folder is a patient folder of a dataset; facts.json beside the series is skipped.
+    (case,) = load_cases(out.parent)
+    assert case.name == "sim-1" and case.hu.shape == source.shape
+    np.testing.assert_array_equal(case.mask, truth)
+
+
+def test_simulate_refuses_to_replace_output_without_force(chest_part, tmp_path, capsys):
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    assert main(["simulate", str(chest_part), str(out), "--size", "small"]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert main(["simulate", str(chest_part), str(out), "--size", "small", "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ct", "facts.json", "truth.seg.nrrd"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sim"]  # no temporary leftovers
+    assert main(["simulate", str(tmp_path / "nope"), str(tmp_path / "x")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_make_phantoms_with_real_cts_makes_a_mixed_dataset(chest_part, tmp_path, capsys):
+    root = tmp_path / "dataset"
+    assert main(["make-phantoms", str(root), "--n", "2", "--slices", "8", "--size", "64",
+                 "--real", str(chest_part), "--real-per-ct", "2", "--seed", "4"]) == 0
+    assert "2 simulated real cases" in capsys.readouterr().out
+    names = sorted(p.name for p in root.iterdir())
+    real = [f"real-{chest_part.name}-1", f"real-{chest_part.name}-2"]
+    assert names == ["patient001", "patient002", *real]
+    facts = [json.loads((root / n / "facts.json").read_text())["parameters"] for n in real]
+    assert [(f["side"], f["size"], f["seed"]) for f in facts] == [("left", "small", 4), ("right", "moderate", 5)]
+    cases = load_cases(root)
+    assert [c.name for c in cases] == names
+    assert all(c.mask.any() for c in cases)
+    assert cases[-1].hu.shape == read_ct(chest_part).shape and cases[0].hu.shape == (8, 64, 64)
+    # Again without --force: refused before any work, nothing changed.
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    assert main(["make-phantoms", str(root), "--n", "0", "--real", str(chest_part),
+                 "--real-per-ct", "2"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before

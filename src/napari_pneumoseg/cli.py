@@ -126,16 +126,218 @@ def _cmd_make_phantoms(args) -> int:
     from .phantom import make_phantom, write_phantom_case
 
     root = Path(args.out_dir)
-    root.mkdir(parents=True, exist_ok=True)
     sides, sizes = ["left", "right", "both"], ["small", "moderate", "large"]
+    real = _real_case_plan(args.real or [], args.real_per_ct, args.seed)
+    targets = [root / f"patient{k + 1:03d}" for k in range(args.n)] + [root / name for _, name, _ in real]
+    if not args.force:  # fail before minutes of work, not halfway through the dataset
+        for folder in targets:
+            _refuse_existing(folder)
+    root.mkdir(parents=True, exist_ok=True)
     bar = TextProgress("phantoms  ")
     for k in range(args.n):
         p = make_phantom(seed=args.seed + k, side=sides[k % 3], size=sizes[(k // 3) % 3],
                          n_slices=args.slices, shape_yx=(args.size, args.size))
         write_phantom_case(p, root / f"patient{k + 1:03d}", overwrite=args.force)
         bar(k + 1, args.n, f"patient{k + 1:03d} {p.info['side']} {p.info['volume_ml']:.0f} mL")
-    print(f"wrote {args.n} phantom patients to {root}")
+    if real:
+        from .ct import read_ct
+        from .simulate import simulate_pneumothorax
+
+        for ct_dir, names_params in _group_by_source(real):
+            ct = read_ct(ct_dir, progress=TextProgress("reading   "))
+            for w in ct.warnings:
+                print(f"warning: {ct_dir}: {w}", file=sys.stderr)
+            for name, params in names_params:
+                case = simulate_pneumothorax(ct, **params)
+                write_simulated_case(case, root / name, overwrite=args.force)
+                print(f"{name}: {_facts_line(case.facts)}")
+    print(f"wrote {args.n} phantom patients" + (f" and {len(real)} simulated real cases" if real else "")
+          + f" to {root}")
     return 0
+
+
+def _real_case_plan(ct_dirs: Sequence[str], per_ct: int, seed: int) -> list[tuple[str, str, dict]]:
+    """(CT folder, patient folder name, simulate arguments) of each simulated real case.
+
+    Sides cycle left, right, both and sizes small, moderate, large so that
+    every combination appears within nine cases of one CT; seeds count up
+    from ``seed``. Folders are ``real-<source folder name>-<k>``, made unique
+    when two sources share a name.
+
+    Examples
+    --------
+    >>> [(n, p["side"], p["size"], p["seed"]) for _, n, p in _real_case_plan(["/d/ctA"], 3, 5)]
+    [('real-ctA-1', 'left', 'small', 5), ('real-ctA-2', 'right', 'moderate', 6), ('real-ctA-3', 'both', 'large', 7)]
+    """
+    sides, sizes = ("left", "right", "both"), ("small", "moderate", "large")
+    if per_ct < 1 and ct_dirs:
+        raise ValueError(f"--real-per-ct must be at least 1, got {per_ct}")
+    plan, used = [], set()
+    for ct_dir in ct_dirs:
+        stem = _slug(Path(ct_dir).resolve().name) or "ct"
+        base, n = stem, 2
+        while base in used:
+            base, n = f"{stem}_{n}", n + 1
+        used.add(base)
+        for k in range(per_ct):
+            params = {"side": sides[k % 3], "size": sizes[(k + k // 3) % 3], "seed": seed + k}
+            plan.append((str(ct_dir), f"real-{base}-{k + 1}", params))
+    return plan
+
+
+def _group_by_source(plan):
+    """The plan as (CT folder, [(name, params), ...]) in order, so each CT is read once."""
+    groups: dict[str, list] = {}
+    for ct_dir, name, params in plan:
+        groups.setdefault(ct_dir, []).append((name, params))
+    return list(groups.items())
+
+
+def _slug(name: str) -> str:
+    """A folder-name-safe version of ``name``: letters, digits, ``._-``; others become ``_``."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._")
+
+
+def _refuse_existing(folder: Path) -> None:
+    """FileExistsError if ``folder`` is a file or a non-empty folder (the ``--force`` check)."""
+    if folder.is_file() or (folder.is_dir() and any(folder.iterdir())):
+        raise FileExistsError(f"{folder} exists and is not empty; pass --force to replace it")
+
+
+def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None, cancel=None) -> Path:
+    """Write a simulated case as a patient folder: ``ct/``, ``truth.seg.nrrd`` and ``facts.json``.
+
+    The layout :func:`~napari_pneumoseg.training.load_cases` reads: the CT as
+    a DICOM series derived from the source's
+    (:func:`~napari_pneumoseg.ct.write.write_derived_series`: the source's
+    patient, study, geometry and equipment tags, new Series and SOP Instance
+    UIDs, a SeriesDescription that says it is simulated), the truth as a 3D
+    Slicer segmentation on the CT's grid, and the facts as JSON. All or
+    nothing: the folder appears only when completely written.
+
+    Parameters
+    ----------
+    case : SimulatedCase
+        From :func:`napari_pneumoseg.simulate.simulate_pneumothorax`: ``ct``
+        (a CT read from DICOM with new HU), ``truth``, ``facts``,
+        ``as_json()``.
+    folder : str or os.PathLike
+        The patient folder to create (parents are created).
+    overwrite : bool, default False
+        Replace an existing non-empty ``folder``.
+    progress : callable, optional
+        ``progress(done, total, text)`` while the DICOM slices are written.
+    cancel : callable or threading.Event, optional
+        Checked while writing; nothing is left behind when it says stop.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder``.
+
+    Raises
+    ------
+    FileExistsError
+        ``folder`` is a file, or a non-empty folder and ``overwrite`` is false.
+    ValueError
+        The case's CT has no source DICOM files on its grid (see
+        :func:`~napari_pneumoseg.ct.write.write_derived_series`).
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` said so; ``folder`` is left as it was.
+
+    Examples
+    --------
+    With :func:`~napari_pneumoseg.simulate.simulate_pneumothorax`'s result
+    ``case = simulate_pneumothorax(read_ct("chest/"), side="left")``, or a
+    stand-in made by hand as here:
+
+    >>> import json, tempfile, types
+    >>> import numpy as np
+    >>> from napari_pneumoseg.ct import CTVolume, read_ct, write_dicom_series
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = write_dicom_series(CTVolume(np.full((3, 8, 8), 40.0), spacing=(5.0, 1.0, 1.0)), root / "src")
+    >>> source = read_ct(root / "src")
+    >>> truth = np.zeros(source.shape, np.uint8)
+    >>> truth[1, 2:4, 2:4] = 1
+    >>> ct = CTVolume(np.where(truth, -1000.0, source.hu), source.spacing, source.origin,
+    ...               source.direction, metadata=source.metadata)
+    >>> facts = {"volume_ml": {"total": float(truth.sum()) * ct.voxel_volume_ml}}
+    >>> case = types.SimpleNamespace(ct=ct, truth=truth, facts=facts, as_json=lambda: json.dumps(facts))
+    >>> sorted(p.name for p in write_simulated_case(case, root / "patient").iterdir())
+    ['ct', 'facts.json', 'truth.seg.nrrd']
+    """
+    from . import __version__
+    from .ct.write import write_derived_series
+    from .io.atomic import atomic_folder
+    from .io.masks import write_mask
+
+    folder = Path(folder)
+    facts = case.facts or {}
+    params = facts.get("parameters") or {}
+    what = " ".join(str(params[k]) for k in ("side", "size") if params.get(k) is not None)
+    seed = f" seed {params['seed']}" if params.get("seed") is not None else ""
+    src = case.ct.metadata.get("series_description") or ""
+    description = f"SIMULATED pneumothorax {what}{seed}".replace("  ", " ").strip()
+    derivation = (f"SIMULATED pneumothorax ({what}{seed}) added by napari-pneumoseg {__version__} "
+                  f"to series {case.ct.metadata.get('series_instance_uid') or '(no UID)'}"
+                  + (f" ({src})" if src else "") + ": not a real finding.")
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        write_derived_series(case.ct, tmp / "ct", series_description=description,
+                             derivation_description=derivation, progress=progress, cancel=cancel)
+        write_mask(case.truth, tmp / "truth.seg.nrrd", case.ct)
+        (tmp / "facts.json").write_text(case.as_json(), encoding="utf-8")
+    return folder
+
+
+def _sides(value, unit: str, digits: int = 1) -> str:
+    """``{left, right, total}`` (or one number) as text: ``left 1.0 mL, right 0.0 mL``."""
+    if isinstance(value, dict):
+        parts = [f"{k} {v:.{digits}f} {unit}" if isinstance(v, (int, float)) else f"{k} {v}"
+                 for k, v in value.items() if v is not None]
+        return ", ".join(parts) or "n/a"
+    if isinstance(value, (int, float)):
+        return f"{value:.{digits}f} {unit}"
+    return "n/a" if value is None else str(value)
+
+
+def _facts_line(facts: dict) -> str:
+    vol = facts.get("volume_ml")
+    total = vol.get("total") if isinstance(vol, dict) else vol
+    return (f"{_sides(total, 'mL')}; {_sides(facts.get('pct_hemithorax'), '%')} of the hemithorax; "
+            f"rim depth {_sides(facts.get('max_rim_depth_mm'), 'mm')}")
+
+
+def _cmd_simulate(args) -> int:
+    from .ct import read_ct
+    from .simulate import simulate_pneumothorax
+
+    out = Path(args.out_dir)
+    if not args.force:
+        _refuse_existing(out)
+    ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading   "))
+    for w in ct.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    case = simulate_pneumothorax(ct, side=args.side, size=args.size, seed=args.seed,
+                                 progress=TextProgress("simulating"))
+    write_simulated_case(case, out, overwrite=args.force, progress=TextProgress("writing   "))
+    facts = case.facts
+    print(f"simulated {args.side} {args.size} pneumothorax (seed {args.seed}) on {args.ct}")
+    print(f"  volume      {_sides(facts.get('volume_ml'), 'mL')}")
+    print(f"  hemithorax  {_sides(facts.get('pct_hemithorax'), '%')}")
+    print(f"  rim depth   {_sides(facts.get('max_rim_depth_mm'), 'mm')} (deepest)")
+    if facts.get("slices") is not None:
+        print(f"  slices      {_slices(facts['slices'])} (slice index in the array)")
+    print(f"wrote {out / 'ct'} (DICOM), {out / 'truth.seg.nrrd'}, {out / 'facts.json'}")
+    return 0
+
+
+def _slices(value) -> str:
+    """The facts' ``slices`` (per side: first and last slice index with air, or None) as text."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_slices(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[0]}-{value[1]}"
+    return "none" if value is None else str(value)
 
 
 def _cmd_demo(args) -> int:
@@ -198,8 +400,26 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--slices", type=int, default=60)
     ph.add_argument("--size", type=int, default=256, help="slice size in pixels")
     ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--real", nargs="+", metavar="CT_DIR", default=None,
+                    help="also simulate pneumothorax on these real CT series (DICOM folders), "
+                         "each case in its own folder real-<CT folder name>-<k>")
+    ph.add_argument("--real-per-ct", type=int, default=1, metavar="N",
+                    help="simulated cases per real CT (sides and sizes cycled, seeds counting up "
+                         "from --seed); they share one patient's anatomy (default 1)")
     ph.add_argument("--force", action="store_true", help="replace existing patient folders")
     ph.set_defaults(func=_cmd_make_phantoms)
+
+    sim = sub.add_parser("simulate", help="add a simulated pneumothorax to a real CT and write "
+                                          "it as a patient folder (DICOM + truth + facts)")
+    sim.add_argument("ct", metavar="CT_DIR", help="DICOM folder or file of the source CT")
+    sim.add_argument("out_dir", metavar="OUT_DIR",
+                     help="patient folder to write: ct/ (DICOM series), truth.seg.nrrd, facts.json")
+    sim.add_argument("--side", choices=["left", "right", "both"], default="left")
+    sim.add_argument("--size", choices=["small", "moderate", "large"], default="moderate")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--series", default=None, help="SeriesInstanceUID to read")
+    sim.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
+    sim.set_defaults(func=_cmd_simulate)
 
     demo = sub.add_parser("demo", help="the whole job on phantoms: train, segment, measure")
     demo.add_argument("--out", default="demo-out", help="folder for the results")

@@ -208,3 +208,142 @@ def test_atomic_folder_is_the_shared_one():
     from napari_pneumoseg.io import atomic
 
     assert write.atomic_folder is atomic.atomic_folder
+
+
+# ----------------------------------------------------------------------------- derived series
+
+from napari_pneumoseg.ct.write import write_derived_series  # noqa: E402
+
+
+def _with_air_box(ct: CTVolume) -> CTVolume:
+    """The source's HU with a box of air (a stand-in for a simulated pneumothorax), same metadata."""
+    hu = ct.hu.copy()
+    nz, ny, nx = hu.shape
+    hu[nz // 3: nz // 2, ny // 3: ny // 2, nx // 5: nx // 3] = -1000.0
+    hu[0, 0, 0] = -3000.4  # below the source's unsigned 12-bit range: the new rescale must hold it
+    return CTVolume(hu=hu, spacing=ct.spacing, origin=ct.origin, direction=ct.direction,
+                    metadata=dict(ct.metadata))
+
+
+@pytest.fixture(scope="module")
+def chest(chest_dir):
+    return read_ct(chest_dir)
+
+
+@pytest.fixture(scope="module")
+def derived(chest, tmp_path_factory):
+    """The real chest CT with a box of air, written as a derived series of it (once per module)."""
+    new = _with_air_box(chest)
+    folder = tmp_path_factory.mktemp("derived") / "series"
+    old = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.RAISE  # a passing write is also a valid one
+    try:
+        files = write_derived_series(new, folder, series_description="SIMULATED pneumothorax",
+                                     derivation_description="box of air")
+    finally:
+        config.settings.writing_validation_mode = old
+    return new, folder, files
+
+
+def test_derived_series_reads_back_with_the_new_hu_and_the_source_geometry(chest, derived):
+    new, folder, files = derived
+    assert [f.name for f in files] == [f"CT_{k:04d}.dcm" for k in range(1, chest.shape[0] + 1)]
+    back = read_ct(folder)
+    assert back.warnings == []
+    np.testing.assert_array_equal(back.hu, np.rint(new.hu))
+    assert back.hu.min() == -3000.0
+    assert back.spacing == chest.spacing and back.origin == chest.origin
+    np.testing.assert_array_equal(back.direction, chest.direction)
+
+
+def test_derived_series_keeps_patient_study_and_frame_tags_with_new_uids(chest, derived):
+    _, _, files = derived
+    out = [pydicom.dcmread(f) for f in files]
+    src = [pydicom.dcmread(f, stop_before_pixels=True) for f in chest.metadata["files"]]
+    for attr in ("PatientName", "PatientID", "PatientSex", "PatientAge", "StudyInstanceUID",
+                 "StudyDate", "StudyDescription", "FrameOfReferenceUID", "Manufacturer",
+                 "ManufacturerModelName", "KVP", "ConvolutionKernel", "PatientPosition"):
+        assert {str(d.get(attr)) for d in out} == {str(src[0].get(attr))}, attr
+    series = {d.SeriesInstanceUID for d in out}
+    assert len(series) == 1 and series != {chest.metadata["series_instance_uid"]}
+    sops = [d.SOPInstanceUID for d in out]
+    assert len(set(sops)) == len(sops) and not set(sops) & set(chest.metadata["sop_instance_uids"])
+    assert all(d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID for d in out)
+    first = out[0]
+    assert first.SeriesDescription == "SIMULATED pneumothorax" and first.DerivationDescription == "box of air"
+    assert list(first.ImageType)[:2] == ["DERIVED", "SECONDARY"] and "AXIAL" in first.ImageType
+    assert first.SeriesNumber == int(src[0].SeriesNumber) + 1000
+    assert first.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert (first.BitsStored, first.PixelRepresentation, float(first.RescaleSlope)) == (16, 1, 1.0)
+    # Private tags (CTP, ELSCINT1 in the source) are dropped.
+    assert any(t.is_private for t in src[0].keys())
+    assert not any(t.is_private for d in out for t in d.keys())
+    assert first.ContributingEquipmentSequence[-1].Manufacturer == "napari-pneumoseg"
+
+
+def test_each_derived_slice_comes_from_the_source_slice_at_its_position(chest, derived):
+    """Matched by position: the files' names run top to bottom, the array bottom to top."""
+    _, _, files = derived
+    by_sop = {str(d.SOPInstanceUID): d for d in
+              (pydicom.dcmread(f, stop_before_pixels=True) for f in chest.metadata["files"])}
+    first_file = pydicom.dcmread(sorted(chest.metadata["files"])[0], stop_before_pixels=True)
+    assert first_file.ImagePositionPatient != pydicom.dcmread(files[0]).ImagePositionPatient
+    for k, f in enumerate(files):
+        d = pydicom.dcmread(f, stop_before_pixels=True)
+        src = by_sop[str(d.SourceImageSequence[0].ReferencedSOPInstanceUID)]
+        assert d.SourceImageSequence[0].ReferencedSOPInstanceUID == chest.metadata["sop_instance_uids"][k]
+        assert list(d.ImagePositionPatient) == list(src.ImagePositionPatient)
+        assert d.InstanceNumber == src.InstanceNumber and d.SliceLocation == src.SliceLocation
+
+
+def test_a_mask_made_on_the_source_lands_on_the_derived_series(chest, derived, tmp_path):
+    from napari_pneumoseg import read_mask, write_mask
+
+    _, folder, _ = derived
+    mask = np.zeros(chest.shape, np.uint8)
+    mask[20:30, 200:260, 100:180] = 1
+    write_mask(mask, tmp_path / "truth.seg.nrrd", chest)
+    np.testing.assert_array_equal(read_mask(tmp_path / "truth.seg.nrrd", like=read_ct(folder)), mask)
+
+
+def test_derived_series_refuses_to_overwrite_and_needs_a_matching_source(chest, derived, tmp_path):
+    new, folder, files = derived
+    before = {f.name: f.stat().st_mtime_ns for f in files}
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_derived_series(new, folder)
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == before
+    # A volume that is not on the source's grid, or has no source files, is refused.
+    shifted = CTVolume(new.hu[:4], new.spacing, origin=np.add(new.origin, (0, 0, 2.0)),
+                       direction=new.direction, metadata={**new.metadata, "positions": None})
+    with pytest.raises(ValueError, match="no source slice at its position"):
+        write_derived_series(shifted, tmp_path / "a")
+    with pytest.raises(ValueError, match="no source DICOM files"):
+        write_derived_series(CTVolume(new.hu[:2], new.spacing), tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_derived_series_from_a_folder_a_subset_of_slices_and_latin1_text(chest, tmp_path):
+    """The source given as a folder; a few slices; ISO_IR 100 text survives as UTF-8; the umask's modes."""
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    for f in chest.metadata["files"][30:33]:
+        ds = pydicom.dcmread(f)
+        ds.PatientName = "Müller^Jörg"
+        ds.save_as(src_dir / f"{ds.SOPInstanceUID}.dcm")
+    source = read_ct(src_dir)
+    assert pydicom.dcmread(next(src_dir.iterdir())).SpecificCharacterSet == "ISO_IR 100"
+    sub = CTVolume(source.hu[1:] + 5, source.spacing, origin=source.index_to_lps([1, 0, 0]),
+                   direction=source.direction)  # no metadata: the grid positions are matched
+    old = os.umask(0o027)
+    try:
+        files = write_derived_series(sub, tmp_path / "out", source=src_dir)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o750
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o640}
+    back = read_ct(tmp_path / "out")
+    np.testing.assert_array_equal(back.hu, np.rint(source.hu[1:] + 5))
+    np.testing.assert_allclose(back.origin, sub.origin, atol=1e-6)
+    out = pydicom.dcmread(files[0])
+    assert str(out.PatientName) == "Müller^Jörg" and out.SpecificCharacterSet == "ISO_IR 192"
+    assert out.SeriesDescription == f"Derived from {source.metadata['series_description']}"

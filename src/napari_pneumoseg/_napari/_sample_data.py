@@ -1,11 +1,21 @@
-"""npe2 sample data: a pneumothorax phantom and its truth, as napari layer data."""
+"""npe2 sample data: a pneumothorax phantom, and a real chest CT with a simulated pneumothorax."""
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
-from ..ct.volume import geometry_metadata
+import numpy as np
+
+from ..ct.volume import CTVolume, geometry_metadata
 from ..phantom import make_phantom
+
+#: The packaged real CT (TCIA Lung-PET-CT-Dx A0001, CC BY 4.0), in ``sample_data/`` beside
+#: this module with its licence and a README saying what was done to it.
+SAMPLE_CT_FILE = "chest_ct_tcia_A0001.npz"
+SAMPLE_DATA_FOLDER = "sample_data"
+#: The simulated pneumothorax the real-CT sample shows.
+SAMPLE_SIMULATION = {"side": "right", "size": "moderate", "seed": 0}
 
 
 def sample_phantom() -> list[tuple[Any, dict, str]]:
@@ -43,4 +53,93 @@ def sample_phantom() -> list[tuple[Any, dict, str]]:
                  "contrast_limits": (-1000, 400), "colormap": "gray", "metadata": meta}, "image"),
         (ph.truth, {"name": "Pneumothorax phantom truth", "scale": ct.spacing,
                     "translate": translate, "metadata": {"phantom": ph.info}}, "labels"),
+    ]
+
+
+def load_sample_ct() -> CTVolume:
+    """The packaged real chest CT, without a pneumothorax, as a CTVolume.
+
+    TCIA Lung-PET-CT-Dx subject A0001 (CC BY 4.0; licence and attribution
+    in ``sample_data/`` beside this module): all 64 slices of 5 mm, cropped
+    to the body and downsampled in-plane by 2 to 1.68 mm pixels, HU in
+    int16 (see ``sample_data/README.md`` and ``scripts/make_sample_data.py``).
+    Loaded without pickles.
+
+    Returns
+    -------
+    CTVolume
+        ``hu`` as float32 ``(z, y, x)``, with the stored spacing, origin and
+        direction; ``metadata`` holds ``series_description``,
+        ``patient_position``, ``source`` (the collection, subject and
+        licence) and ``sample_file``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The sample file is missing from the installed package.
+
+    Examples
+    --------
+    >>> ct = load_sample_ct()
+    >>> ct.shape, tuple(round(s, 4) for s in ct.spacing)
+    ((64, 184, 256), (5.0, 1.6836, 1.6836))
+    """
+    ref = resources.files(__package__).joinpath(SAMPLE_DATA_FOLDER, SAMPLE_CT_FILE)
+    with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as npz:
+        return CTVolume(
+            hu=npz["hu"].astype(np.float32),
+            spacing=tuple(npz["spacing"].tolist()),
+            origin=tuple(npz["origin"].tolist()),
+            direction=npz["direction"],
+            metadata={"series_description": str(npz["series_description"]),
+                      "patient_position": str(npz["patient_position"]),
+                      "modality": "CT",
+                      "source": str(npz["source"]),
+                      "sample_file": SAMPLE_CT_FILE},
+        )
+
+
+def sample_real_ct() -> list[tuple[Any, dict, str]]:
+    """Make the napari sample: a real chest CT with a simulated right pneumothorax, and its truth.
+
+    The packaged CT (:func:`load_sample_ct`: TCIA Lung-PET-CT-Dx A0001,
+    CC BY 4.0) with a moderate right pneumothorax added by
+    :func:`~napari_pneumoseg.simulate.simulate_pneumothorax` (seed 0), as an
+    Image layer in HU and a Labels layer of the truth, placed in mm with the
+    CT's ``scale`` and :attr:`~napari_pneumoseg.ct.CTVolume.translate` so
+    they overlay each other.
+
+    Returns
+    -------
+    list of tuple
+        ``[(hu, kwargs, "image"), (truth, kwargs, "labels")]``, napari layer
+        data. The image's metadata holds the CT's geometry and metadata under
+        ``"pneumoseg_ct"`` and the simulation's facts (volumes, % of the
+        hemithorax, rim depth, parameters) under ``"simulation"``; the
+        labels' metadata holds ``"simulation"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        The sample file is missing from the installed package.
+
+    Examples
+    --------
+    >>> (hu, kw, kind), (truth, tkw, tkind) = sample_real_ct()
+    >>> kind, tkind, hu.shape == truth.shape, kw["scale"] == tkw["scale"]
+    ('image', 'labels', True, True)
+    """
+    from ..simulate import simulate_pneumothorax
+
+    case = simulate_pneumothorax(load_sample_ct(), **SAMPLE_SIMULATION)
+    ct = case.ct
+    translate = ct.translate
+    name = "Real chest CT with simulated pneumothorax"
+    meta = {**geometry_metadata(ct), "simulation": case.facts}
+    return [
+        (ct.hu, {"name": name, "scale": ct.spacing, "translate": translate,
+                 "contrast_limits": (-1000, 400), "colormap": "gray", "metadata": meta}, "image"),
+        (np.asarray(case.truth, dtype=np.uint8),
+         {"name": f"{name} truth", "scale": ct.spacing, "translate": translate,
+          "metadata": {"simulation": case.facts}}, "labels"),
     ]
