@@ -1,4 +1,4 @@
-"""Regenerate the real-CT napari sample (src/napari_pneumoseg/_napari/sample_data/) from the shared data.
+"""Regenerate the real-CT napari sample (src/napari_pneumoseg/data/) from the shared data.
 
 Usage: python scripts/make_sample_data.py [--source DICOM_FOLDER] [--licence FILE] [--out FOLDER]
 
@@ -33,7 +33,7 @@ from scipy import ndimage as ndi
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PNEUMOSEG_SHARED", REPO.parent / "shared")) / "data" / "real"
-OUT = REPO / "src" / "napari_pneumoseg" / "_napari" / "sample_data"
+OUT = REPO / "src" / "napari_pneumoseg" / "data"
 NAME = "chest_ct_tcia_A0001.npz"
 LICENCE = "LICENSE-tcia-cc-by-4.0"
 AIR_MARGIN_MM = 32.0   # air kept in front of and beside the body's bounding box

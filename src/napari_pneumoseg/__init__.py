@@ -10,6 +10,7 @@ from .measure import Measurement, measure, metrics_from_counts
 from .model import ModelBundle, ModelLoadError, SegmentResult, build_unet, load_model, save_model, segment
 from .phantom import Phantom, make_phantom, write_phantom_case
 from .progress import Cancelled
+from .simulate import SimulatedCase, simulate_pneumothorax
 from .training import TrainResult, train
 
 __version__ = "0.1.0"
@@ -20,6 +21,6 @@ __all__ = [
     "Measurement", "measure", "metrics_from_counts",
     "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model",
     "segment", "SegmentResult", "train", "TrainResult",
-    "Phantom", "make_phantom", "write_phantom_case",
+    "Phantom", "make_phantom", "write_phantom_case", "SimulatedCase", "simulate_pneumothorax",
     "Cancelled", "__version__",
 ]

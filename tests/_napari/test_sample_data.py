@@ -7,21 +7,16 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from napari_pneumoseg._napari import _sample_data
-from napari_pneumoseg._napari._sample_data import (
-    SAMPLE_CT_FILE,
-    load_sample_ct,
-    sample_phantom,
-    sample_real_ct,
-)
+from napari_pneumoseg._napari._sample_data import sample_phantom, sample_real_ct
 from napari_pneumoseg.ct import ct_from_geometry
+from napari_pneumoseg.data import SAMPLE_CT_FILE, load_sample_ct
 
 PLUGIN = "napari-pneumoseg"
 SAMPLE_SPACING = (5.0, 2 * 0.841796875, 2 * 0.841796875)
 
 
 def _files():
-    return resources.files(_sample_data.__package__).joinpath("sample_data")
+    return resources.files("napari_pneumoseg.data")
 
 
 def _check_layers(layers, name, spacing):

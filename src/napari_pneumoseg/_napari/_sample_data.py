@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from ..ct.volume import CTVolume, geometry_metadata
+from ..ct.volume import geometry_metadata
+from ..data import load_sample_ct
 from ..phantom import make_phantom
 
-#: The packaged real CT (TCIA Lung-PET-CT-Dx A0001, CC BY 4.0), in ``sample_data/`` beside
-#: this module with its licence and a README saying what was done to it.
-SAMPLE_CT_FILE = "chest_ct_tcia_A0001.npz"
-SAMPLE_DATA_FOLDER = "sample_data"
 #: The simulated pneumothorax the real-CT sample shows.
 SAMPLE_SIMULATION = {"side": "right", "size": "moderate", "seed": 0}
 
@@ -56,53 +52,10 @@ def sample_phantom() -> list[tuple[Any, dict, str]]:
     ]
 
 
-def load_sample_ct() -> CTVolume:
-    """The packaged real chest CT, without a pneumothorax, as a CTVolume.
-
-    TCIA Lung-PET-CT-Dx subject A0001 (CC BY 4.0; licence and attribution
-    in ``sample_data/`` beside this module): all 64 slices of 5 mm, cropped
-    to the body and downsampled in-plane by 2 to 1.68 mm pixels, HU in
-    int16 (see ``sample_data/README.md`` and ``scripts/make_sample_data.py``).
-    Loaded without pickles.
-
-    Returns
-    -------
-    CTVolume
-        ``hu`` as float32 ``(z, y, x)``, with the stored spacing, origin and
-        direction; ``metadata`` holds ``series_description``,
-        ``patient_position``, ``source`` (the collection, subject and
-        licence) and ``sample_file``.
-
-    Raises
-    ------
-    FileNotFoundError
-        The sample file is missing from the installed package.
-
-    Examples
-    --------
-    >>> ct = load_sample_ct()
-    >>> ct.shape, tuple(round(s, 4) for s in ct.spacing)
-    ((64, 184, 256), (5.0, 1.6836, 1.6836))
-    """
-    ref = resources.files(__package__).joinpath(SAMPLE_DATA_FOLDER, SAMPLE_CT_FILE)
-    with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as npz:
-        return CTVolume(
-            hu=npz["hu"].astype(np.float32),
-            spacing=tuple(npz["spacing"].tolist()),
-            origin=tuple(npz["origin"].tolist()),
-            direction=npz["direction"],
-            metadata={"series_description": str(npz["series_description"]),
-                      "patient_position": str(npz["patient_position"]),
-                      "modality": "CT",
-                      "source": str(npz["source"]),
-                      "sample_file": SAMPLE_CT_FILE},
-        )
-
-
 def sample_real_ct() -> list[tuple[Any, dict, str]]:
     """Make the napari sample: a real chest CT with a simulated right pneumothorax, and its truth.
 
-    The packaged CT (:func:`load_sample_ct`: TCIA Lung-PET-CT-Dx A0001,
+    The packaged CT (:func:`napari_pneumoseg.data.load_sample_ct`: TCIA Lung-PET-CT-Dx A0001,
     CC BY 4.0) with a moderate right pneumothorax added by
     :func:`~napari_pneumoseg.simulate.simulate_pneumothorax` (seed 0), as an
     Image layer in HU and a Labels layer of the truth, placed in mm with the
