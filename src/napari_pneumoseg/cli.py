@@ -208,7 +208,7 @@ def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None
     """Write a simulated case as a patient folder: ``ct/``, ``truth.seg.nrrd`` and ``facts.json``.
 
     The layout :func:`~napari_pneumoseg.training.load_cases` reads: the CT as
-    a DICOM series derived from the source's
+    a new DICOM series when it was not read from DICOM, else as a series derived from the source's
     (:func:`~napari_pneumoseg.ct.write.write_derived_series`: the source's
     patient, study, geometry and equipment tags, new Series and SOP Instance
     UIDs, a SeriesDescription that says it is simulated), the truth as a 3D
@@ -240,8 +240,8 @@ def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None
     FileExistsError
         ``folder`` is a file, or a non-empty folder and ``overwrite`` is false.
     ValueError
-        The case's CT has no source DICOM files on its grid (see
-        :func:`~napari_pneumoseg.ct.write.write_derived_series`).
+        The case's CT names source DICOM files (``metadata["files"]``) that are
+        not on its grid (see :func:`~napari_pneumoseg.ct.write.write_derived_series`).
     napari_pneumoseg.progress.Cancelled
         ``cancel`` said so; ``folder`` is left as it was.
 
@@ -267,7 +267,7 @@ def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None
     ['ct', 'facts.json', 'truth.seg.nrrd']
     """
     from . import __version__
-    from .ct.write import write_derived_series
+    from .ct.write import write_derived_series, write_dicom_series
     from .io.atomic import atomic_folder
     from .io.masks import write_mask
 
@@ -282,8 +282,12 @@ def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None
                   f"to series {case.ct.metadata.get('series_instance_uid') or '(no UID)'}"
                   + (f" ({src})" if src else "") + ": not a real finding.")
     with atomic_folder(folder, overwrite=overwrite) as tmp:
-        write_derived_series(case.ct, tmp / "ct", series_description=description,
-                             derivation_description=derivation, progress=progress, cancel=cancel)
+        if case.ct.metadata.get("files"):
+            write_derived_series(case.ct, tmp / "ct", series_description=description,
+                                 derivation_description=derivation, progress=progress, cancel=cancel)
+        else:  # a CT that was not read from DICOM (e.g. the packaged sample): a new series
+            write_dicom_series(case.ct, tmp / "ct", series_description=description,
+                               progress=progress, cancel=cancel)
         write_mask(case.truth, tmp / "truth.seg.nrrd", case.ct)
         (tmp / "facts.json").write_text(case.as_json(), encoding="utf-8")
     return folder
