@@ -99,11 +99,24 @@ def _cmd_train(args) -> int:
                    seed=args.seed, patch_size=args.patch_size, augment=not args.no_augment,
                    backbone=args.backbone, encoder_weights=args.encoder_weights,
                    steps_per_epoch=args.steps_per_epoch, overwrite=args.force,
+                   pixel_spacing_mm=_pixel_mm(args.pixel_mm),
                    progress=bar, on_epoch=on_epoch)
     print(f"\n{result.stopped} after {len(result.history)} epoch(s), best epoch "
           f"{result.best_epoch}; model: {result.model_path}; {result.seconds:.0f} s")
     print_table(result.table)
     return 0 if result.model_path else 1
+
+
+def _pixel_mm(value: str):
+    """``--pixel-mm``: "auto", "native" or a number of mm (train()'s ``pixel_spacing_mm``)."""
+    if value == "auto":
+        return "auto"
+    if value == "native":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--pixel-mm must be 'auto', 'native' or a number of mm, got {value!r}") from None
 
 
 def print_table(table: dict) -> None:
@@ -394,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backbone", default="resnet50")
     tr.add_argument("--encoder-weights", default=None, choices=[None, "imagenet"],
                     help="imagenet needs internet on first use")
+    tr.add_argument("--pixel-mm", default="auto",
+                    help="in-plane pixel size to train at and record in the model: a number of mm, "
+                         "'native' (every CT at its own resolution) or 'auto' (the data's own, when shared)")
     tr.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     tr.add_argument("--force", action="store_true", help="replace an existing model file")
     tr.set_defaults(func=_cmd_train)

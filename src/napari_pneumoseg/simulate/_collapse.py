@@ -23,6 +23,7 @@ target share of the cavity.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,10 +102,17 @@ class Pattern:
                 for k in ("anterior", "gamma", "lateral", "apex", "base", "around", "ripple")}
 
 
-#: Range of the basal and all-round weights by size: subpulmonic air, and air behind
-#: the lung, come with large pneumothoraces.
-_BASE = {"small": (0.0, 0.1), "moderate": (0.05, 0.25), "large": (0.3, 0.55)}
-_AROUND = {"small": (0.0, 0.0), "moderate": (0.0, 0.05), "large": (0.08, 0.2)}
+#: Range of the pattern's weights by size. Small and moderate pneumothoraces collect
+#: anteriorly and at the apex; in large ones the lung retracts towards the hilum all
+#: round (laterally, below the lung, and a little off the dependent wall), so it keeps
+#: a rounded shape instead of a flat front.
+_WEIGHTS = {
+    "small": {"lateral": (0.2, 0.45), "apex": (0.4, 0.7), "base": (0.0, 0.1), "around": (0.0, 0.0)},
+    "moderate": {"lateral": (0.3, 0.55), "apex": (0.45, 0.8), "base": (0.05, 0.25), "around": (0.0, 0.0)},
+    "large": {"lateral": (0.5, 0.8), "apex": (0.6, 0.9), "base": (0.3, 0.55), "around": (0.1, 0.25)},
+}
+#: When a target is out of reach, the all-round weight grows by this step, up to AROUND_MAX.
+AROUND_STEP, AROUND_MAX = 0.04, 0.4
 
 
 def draw_pattern(rng: np.random.Generator, size: str) -> Pattern:
@@ -124,15 +132,14 @@ def draw_pattern(rng: np.random.Generator, size: str) -> Pattern:
     Examples
     --------
     >>> p = draw_pattern(np.random.default_rng(0), "large")
-    >>> 0.3 <= p.base <= 0.55 and p.anterior == 1.0
+    >>> 0.3 <= p.base <= 0.55 and p.anterior == 1.0 and p.around > 0
     True
     """
     k = 6
     waves = rng.normal(size=(k, 3)) * 1.6
-    return Pattern(anterior=1.0, gamma=float(rng.uniform(1.3, 2.0)), lateral=float(rng.uniform(0.25, 0.55)),
-                   apex=float(rng.uniform(0.45, 0.8)), base=float(rng.uniform(*_BASE[size])),
-                   around=float(rng.uniform(*_AROUND[size])),
-                   ripple=float(rng.uniform(0.2, 0.4)), waves=waves, phases=rng.uniform(0, 2 * np.pi, k))
+    w = {name: float(rng.uniform(*span)) for name, span in _WEIGHTS[size].items()}
+    return Pattern(anterior=1.0, gamma=float(rng.uniform(1.3, 2.0)), ripple=float(rng.uniform(0.2, 0.4)),
+                   waves=waves, phases=rng.uniform(0, 2 * np.pi, k), **w)
 
 
 class Collapse:
@@ -169,10 +176,16 @@ class Collapse:
         d = (self.idx - self.h) * np.asarray(spacing, np.float32)[:, None]
         d[2] *= lateral
         r = np.sqrt((d * d).sum(axis=0))
-        u = d / np.maximum(r, 1e-6)
-        self.a = pattern.weight(u)
-        self.a[r < 1e-6] = 0.0
+        self.u = d / np.maximum(r, 1e-6)
+        self.at_hilum = r < 1e-6
         self.cav = cavity.astype(np.float32)
+        self.set_pattern(pattern)
+
+    def set_pattern(self, pattern: Pattern) -> None:
+        """Use another pattern (the weights ``a`` of every voxel's direction)."""
+        self.pattern = pattern
+        self.a = pattern.weight(self.u)
+        self.a[self.at_hilum] = 0.0
 
     @property
     def n(self) -> int:
@@ -217,11 +230,16 @@ class Collapse:
         Returns
         -------
         c : float
-            The collapse factor (:data:`C_MAX` when even that falls short).
+            The collapse factor (:data:`C_MAX` when even that falls short). If the
+            target is out of reach at :data:`C_MAX`, the pattern's ``around``
+            weight is raised first (:attr:`pattern` is then the one used).
         pct : float
             The air share it gives on all voxels, percent.
         """
         sub = slice(None, None, 8)
+        while self.pct(C_MAX, sub, path=False) < target + 0.5 and self.pattern.around < AROUND_MAX:
+            # Out of reach with the lung on the dependent wall: lift it off there too.
+            self.set_pattern(dataclasses.replace(self.pattern, around=self.pattern.around + AROUND_STEP))
         if self.pct(C_MAX, sub) < target:
             return C_MAX, self.pct(C_MAX)
         aim, lo, hi, steps = target, 0.0, C_MAX, 14

@@ -17,7 +17,7 @@ from ..progress import check_cancel, report
 from ._appearance import BLUR_PX, blur, edge_band, measure_air, pleural_line
 from ._collapse import Collapse, draw_pattern
 from ._frame import patient_frame
-from ._lungs import MIN_LUNG_ML, find_lungs
+from ._lungs import MIN_LUNG_ML, _count, find_lungs
 
 SIDES = ("left", "right", "both")
 SIZES = ("small", "moderate", "large")
@@ -251,7 +251,9 @@ def simulate_pneumothorax(ct: CTVolume, *, side: str = "left", size: str = "mode
         truth_c[box][air_box] = 1
         params["target_pct"][s] = round(target, 3)
         params["collapse"][s] = round(c, 5)
-        params["pattern"][s] = pattern.as_dict()
+        params["pattern"][s] = col.pattern.as_dict()
+        if abs(pct - target) > 0.5:
+            notes.append(f"the {s} side reached {pct:.1f} % of the hemithorax, short of its target {target:.1f} %")
         params["hilum_lps_mm"][s] = [round(float(v), 2) for v in ct.index_to_lps(_source_index(frame, lungs.hilum[s],
                                                                                                  src.shape))]
         params["volume_ratio"][s] = round(info["volume_ratio"], 4)
@@ -296,7 +298,7 @@ def _specks(cav: np.ndarray, part: np.ndarray, voxel_ml: float) -> np.ndarray:
     lab, n = ndimage.label(box)
     if n <= 1:
         return np.zeros(part.shape, bool)
-    counts = np.bincount(lab.ravel())
+    counts = _count(lab, n)
     counts[0] = 0
     small = counts < max(MIN_PIECE_ML / voxel_ml, 0.01 * counts.sum())
     small[0] = False
