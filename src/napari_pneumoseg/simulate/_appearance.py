@@ -173,11 +173,14 @@ def measure_air(hu: np.ndarray, spacing, rng: Optional[np.random.Generator] = No
     Examples
     --------
     >>> g = np.random.default_rng(1)
-    >>> hu = g.normal(-990.0, 15.0, size=(3, 96, 96)).astype(np.float32)
-    >>> hu[:, 40:80, 25:71] = 40.0                     # a body resting low in the image
-    >>> air = measure_air(np.maximum(hu, -1024.0), (5.0, 1.0, 1.0))
-    >>> abs(air.mean + 990) < 2, abs(air.std - 15) < 2, air.floor is None
-    (True, True, True)
+    >>> hu = g.normal(-990.0, 15.0, size=(4, 128, 128)).astype(np.float32)
+    >>> hu[:, 50:100, 35:95] = 40.0                    # a body resting low in the image
+    >>> air = measure_air(hu, (5.0, 1.0, 1.0))
+    >>> abs(air.mean + 990) < 2, abs(air.std - 15) < 2, air.floor is None, air.voxels > 2000
+    (True, True, True, True)
+    >>> clipped = measure_air(np.maximum(hu, -1000.0), (5.0, 1.0, 1.0))  # a scanner that clips at -1000
+    >>> clipped.floor, abs(clipped.mu + 990) < 2, abs(clipped.sigma - 15) < 2
+    (-1000.0, True, True)
     """
     rng = np.random.default_rng(0) if rng is None else rng
     nz, ny, nx = hu.shape
@@ -235,13 +238,13 @@ def pleural_line(lung: np.ndarray, air: np.ndarray) -> np.ndarray:
 
 
 def edge_band(air: np.ndarray) -> np.ndarray:
-    """Voxels within one pixel (in-plane) of the air's edge, on either side: where new edges are blurred.
+    """The pixels on both sides of the air's edge (in-plane, 4-neighbours): where new edges are blurred.
 
     Examples
     --------
     >>> air = np.zeros((1, 1, 7), bool); air[0, 0, :3] = True
     >>> edge_band(air)[0, 0].astype(int).tolist()
-    [0, 1, 1, 1, 0, 0, 0]
+    [0, 0, 1, 1, 0, 0, 0]
     """
     cross = np.zeros((3, 3, 3), bool)
     cross[1] = ndimage.generate_binary_structure(2, 1)

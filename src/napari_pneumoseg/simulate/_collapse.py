@@ -35,11 +35,14 @@ from ..progress import check_cancel
 S_MIN = 0.08
 #: The lateral, apical and basal terms of the pattern fade in from the dependent
 #: component of the direction ``FADE[1]`` (off) to ``FADE[0]`` (full).
-FADE = (-0.15, 0.25)
+FADE = (-0.2, 0.15)
 #: Largest collapse factor the bisection tries (rays then shrink to S_MIN where ``a >= 1 / C_MAX``).
 C_MAX = 2.0
-#: Points sampled on the way from a voxel to its source point (see :meth:`Collapse.inside`).
-PATH_SAMPLES = 5
+#: The way from a voxel to its source point is sampled this often (mm), at most PATH_MAX
+#: times (see :meth:`Collapse.inside`): walls thinner than this may be missed.
+PATH_STEP_MM, PATH_MAX = 6.0, 16
+#: At most this many checks of the air share on all cavity voxels per search.
+FULL_STEPS = 10
 #: The bisection stops within this many percentage points of the target.
 PCT_TOL = 0.15
 
@@ -80,21 +83,35 @@ class Pattern:
         Examples
         --------
         >>> p = Pattern(1.0, 2.0, 0.5, 0.5, 0.0, 0.0, 0.0, np.zeros((1, 3)), np.zeros(1))
-        >>> p.weight(np.array([[0.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])).round(2).tolist()
-        [1.0, 0.0, 0.41]
+        >>> u = np.array([[0.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # anterior, dependent, lateral
+        >>> p.weight(u).astype(float).round(2).tolist()
+        [1.0, 0.0, 0.2]
         """
+        return self.combine(*self.terms(u))
+
+    def terms(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parts of ``a(u)`` that do not depend on ``around``: (directed terms, fade, ripple factor)."""
+        u = np.asarray(u, np.float32)
         uz, uy, ul = u
         ante = np.maximum(-uy, 0.0)
         # Fades from 1 for directions anterior to the hilum to 0 for dependent ones.
         t = np.clip((FADE[1] - uy) / (FADE[1] - FADE[0]), 0.0, 1.0)
         fade = t * t * (3.0 - 2.0 * t)
-        a = self.anterior * ante ** self.gamma + fade * (
+        directed = self.anterior * ante ** np.float32(self.gamma) + fade * (
             self.lateral * np.maximum(ul, 0.0) ** 2 + self.apex * np.maximum(uz, 0.0) ** 2
-            + self.base * np.maximum(-uz, 0.0) ** 2) + self.around * (1.0 - fade)
+            + self.base * np.maximum(-uz, 0.0) ** 2)
+        ripple = np.ones_like(directed)
         if self.ripple:
-            n = np.cos(self.waves @ u + self.phases[:, None]).sum(axis=0) / np.sqrt(0.5 * len(self.phases))
-            a = a * (1.0 + self.ripple * np.clip(n, -2.0, 2.0) / 2.0)
-        return np.clip(a, 0.0, 1.0).astype(np.float32)
+            waves = np.asarray(self.waves, np.float32)
+            n = np.cos(waves @ u + np.asarray(self.phases, np.float32)[:, None]).sum(axis=0)
+            n /= np.float32(np.sqrt(0.5 * len(self.phases)))
+            ripple = 1.0 + np.float32(self.ripple) * np.clip(n, -2.0, 2.0) / 2.0
+        return directed.astype(np.float32), fade.astype(np.float32), ripple.astype(np.float32)
+
+    def combine(self, directed, fade, ripple) -> np.ndarray:
+        """``a(u)`` from :meth:`terms` and this pattern's ``around``."""
+        a = (directed + np.float32(self.around) * (1.0 - fade)) * ripple
+        return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
 
     def as_dict(self) -> dict:
         """The scalar weights as plain data."""
@@ -107,10 +124,13 @@ class Pattern:
 #: round (laterally, below the lung, and a little off the dependent wall), so it keeps
 #: a rounded shape instead of a flat front.
 _WEIGHTS = {
-    "small": {"lateral": (0.2, 0.45), "apex": (0.4, 0.7), "base": (0.0, 0.1), "around": (0.0, 0.0)},
-    "moderate": {"lateral": (0.3, 0.55), "apex": (0.45, 0.8), "base": (0.05, 0.25), "around": (0.0, 0.0)},
-    "large": {"lateral": (0.5, 0.8), "apex": (0.6, 0.9), "base": (0.3, 0.55), "around": (0.1, 0.25)},
+    "small": {"lateral": (0.05, 0.25), "apex": (0.25, 0.5), "base": (0.0, 0.1), "around": (0.0, 0.0)},
+    "moderate": {"lateral": (0.3, 0.55), "apex": (0.35, 0.6), "base": (0.05, 0.25), "around": (0.0, 0.0)},
+    "large": {"lateral": (0.5, 0.8), "apex": (0.5, 0.8), "base": (0.3, 0.55), "around": (0.1, 0.25)},
 }
+#: The anterior term's exponent: a small pneumothorax is concentrated in the most
+#: non-dependent part, a large one spreads round the lung.
+_GAMMA = {"small": (2.5, 4.0), "moderate": (1.5, 2.5), "large": (1.3, 2.0)}
 #: When a target is out of reach, the all-round weight grows by this step, up to AROUND_MAX.
 AROUND_STEP, AROUND_MAX = 0.04, 0.4
 
@@ -138,7 +158,7 @@ def draw_pattern(rng: np.random.Generator, size: str) -> Pattern:
     k = 6
     waves = rng.normal(size=(k, 3)) * 1.6
     w = {name: float(rng.uniform(*span)) for name, span in _WEIGHTS[size].items()}
-    return Pattern(anterior=1.0, gamma=float(rng.uniform(1.3, 2.0)), ripple=float(rng.uniform(0.2, 0.4)),
+    return Pattern(anterior=1.0, gamma=float(rng.uniform(*_GAMMA[size])), ripple=float(rng.uniform(0.2, 0.4)),
                    waves=waves, phases=rng.uniform(0, 2 * np.pi, k), **w)
 
 
@@ -173,18 +193,22 @@ class Collapse:
         self.shape = cavity.shape
         self.idx = np.stack(np.nonzero(cavity)).astype(np.float32)  # (3, n)
         self.h = np.asarray(hilum, np.float32)[:, None]
+        self.spacing = np.asarray(spacing, np.float32)[:, None]
         d = (self.idx - self.h) * np.asarray(spacing, np.float32)[:, None]
         d[2] *= lateral
         r = np.sqrt((d * d).sum(axis=0))
-        self.u = d / np.maximum(r, 1e-6)
+        u = d / np.maximum(r, 1e-6)
         self.at_hilum = r < 1e-6
         self.cav = cavity.astype(np.float32)
-        self.set_pattern(pattern)
-
-    def set_pattern(self, pattern: Pattern) -> None:
-        """Use another pattern (the weights ``a`` of every voxel's direction)."""
         self.pattern = pattern
-        self.a = pattern.weight(self.u)
+        self.forced_lung = self.forced_air = None
+        self._terms = pattern.terms(u)
+        self.set_around(pattern.around)
+
+    def set_around(self, around: float) -> None:
+        """Use the pattern with another ``around`` weight."""
+        self.pattern = dataclasses.replace(self.pattern, around=float(around))
+        self.a = self.pattern.combine(*self._terms)
         self.a[self.at_hilum] = 0.0
 
     @property
@@ -201,31 +225,63 @@ class Collapse:
         """How far each voxel's lung stays inside the old cavity (trilinear, 0..1).
 
         With ``path``, the lowest value along the way from the voxel ``q`` to its
-        source point ``p`` (sampled at :data:`PATH_SAMPLES` points): lung cannot
-        slide through the heart or the mediastinum, so a source beyond such a gap
-        along the ray makes ``q`` air, even if ``p`` itself is lung again. Without
-        it, the value at ``p`` only.
+        source point ``p``, sampled every :data:`PATH_STEP_MM` (at most
+        :data:`PATH_MAX` points): lung cannot slide through the heart or the
+        mediastinum, so a source beyond such a gap along the ray makes ``q`` air,
+        even if ``p`` itself is lung again. Without it, the value at ``p`` only.
         """
         q = self.idx[:, sub]
         p = self.source(c, sub)
-        out = None
-        for t in np.linspace(1.0, 0.0, PATH_SAMPLES if path else 1, endpoint=False):
-            f = ndimage.map_coordinates(self.cav, q + t * (p - q), order=1, mode="constant", cval=0.0,
-                                        prefilter=False)
-            out = f if out is None else np.minimum(out, f, out=out)
+        out = self._cav_at(p)
+        if not path or not q.shape[1]:
+            return out
+        way = p - q
+        length = np.sqrt(((way * self.spacing) ** 2).sum(axis=0))
+        for k in range(1, PATH_MAX):
+            far = np.flatnonzero((length > k * PATH_STEP_MM) & (out >= 0.5))  # still lung, and the way is longer
+            if not far.size:
+                break
+            t = (k * PATH_STEP_MM) / length[far]
+            f = self._cav_at(q[:, far] + t * way[:, far])
+            out[far] = np.minimum(out[far], f)
         return out
 
+    def _cav_at(self, points: np.ndarray) -> np.ndarray:
+        # "nearest": a cavity cut off by the first or last slice goes on beyond it (its box has
+        # empty margins everywhere else), so the scan's end is not taken for the lung's.
+        return ndimage.map_coordinates(self.cav, points, order=1, mode="nearest", prefilter=False)
+
     def pct(self, c: float, sub=slice(None), *, path: bool = True) -> float:
-        """Pleural air as a percentage of the cavity for collapse ``c``."""
-        return 100.0 * float(np.mean(self.inside(c, sub, path=path) < 0.5)) if self.n else 0.0
+        """Pleural air as a percentage of the cavity for collapse ``c`` (with :meth:`force`)."""
+        if not self.n:
+            return 0.0
+        air = self.inside(c, sub, path=path) < 0.5
+        if self.forced_lung is not None:
+            air &= ~self.forced_lung[sub]
+            air |= self.forced_air[sub]
+        return 100.0 * float(np.mean(air))
+
+    def force(self, lung: np.ndarray, air: np.ndarray) -> None:
+        """Count these cavity voxels (boolean, cavity order) as lung / air whatever the collapse.
+
+        The painter turns specks of air inside the lung into lung and flecks of lung
+        in the air into air; forcing them lets the search aim at the share that is
+        finally painted.
+        """
+        if self.forced_lung is None:
+            self.forced_lung, self.forced_air = np.zeros(self.n, bool), np.zeros(self.n, bool)
+        self.forced_lung |= lung
+        self.forced_air |= air & ~self.forced_lung
 
     def solve(self, target: float, *, cancel=None) -> tuple[float, float]:
         """The collapse factor whose air share is ``target`` percent.
 
         A bisection on every 8th cavity voxel with the source point alone, then the
         full check on all voxels (:meth:`inside` with the path); the difference
-        between the two is aimed off in a narrower bisection until all voxels are
-        within :data:`PCT_TOL` of the target.
+        between the two is aimed off in a narrower bisection, and once the full
+        check has been on both sides of the target, a bisection on all voxels
+        finishes (at most :data:`FULL_STEPS` full checks in all), within
+        :data:`PCT_TOL` of the target where the voxels allow.
 
         Returns
         -------
@@ -239,12 +295,11 @@ class Collapse:
         sub = slice(None, None, 8)
         while self.pct(C_MAX, sub, path=False) < target + 0.5 and self.pattern.around < AROUND_MAX:
             # Out of reach with the lung on the dependent wall: lift it off there too.
-            self.set_pattern(dataclasses.replace(self.pattern, around=self.pattern.around + AROUND_STEP))
+            self.set_around(self.pattern.around + AROUND_STEP)
         if self.pct(C_MAX, sub) < target:
             return C_MAX, self.pct(C_MAX)
-        aim, lo, hi, steps = target, 0.0, C_MAX, 14
-        c, pct = 0.0, 0.0
-        for _ in range(4):
+
+        def bisect(lo, hi, aim, steps):
             for _ in range(steps):
                 check_cancel(cancel)
                 mid = 0.5 * (lo + hi)
@@ -252,10 +307,27 @@ class Collapse:
                     lo = mid
                 else:
                     hi = mid
-            c = 0.5 * (lo + hi)
+            return 0.5 * (lo + hi)
+
+        below, above = (0.0, 0.0), (C_MAX, 100.0)  # full checks on each side of the target: (c, pct)
+        best = None
+        c, aim = bisect(0.0, C_MAX, target, 14), target
+        for k in range(FULL_STEPS):
+            check_cancel(cancel)
             pct = self.pct(c)
+            if best is None or abs(pct - target) < abs(best[1] - target):
+                best = (c, pct)
             if abs(pct - target) <= PCT_TOL:
                 break
-            aim += target - pct
-            lo, hi, steps = max(0.0, c - 0.1), min(C_MAX, c + 0.1), 10
-        return float(c), float(pct)
+            if pct < target:
+                below = max(below, (c, pct))
+            else:
+                above = min(above, (c, pct))
+            if k == 0 or (below[0] == 0.0 or above[0] == C_MAX) and k < 2:
+                aim += target - pct  # the subsample's and the endpoint's bias, aimed off
+                c = bisect(max(below[0], c - 0.1), min(above[0], c + 0.1), aim, 10)
+                if not below[0] < c < above[0]:
+                    c = 0.5 * (below[0] + above[0])
+            else:
+                c = 0.5 * (below[0] + above[0])  # bisection on all voxels
+        return float(best[0]), float(best[1])
