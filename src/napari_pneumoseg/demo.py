@@ -98,9 +98,8 @@ def run_demo(out: Union[str, os.PathLike] = "demo-out", *, quick: bool = False,
 
     # Real anatomy: the packaged real chest CT with simulated pneumothorax (one patient only, so
     # the held-out case is this patient's anatomy with another pneumothorax, not a new patient).
-    from .cli import write_simulated_case
     from .data import load_sample_ct
-    from .simulate import simulate_pneumothorax
+    from .simulate import simulate_pneumothorax, write_simulated_case
 
     real_ct = load_sample_ct()
     log(f"    + {cfg['real_cases']} simulated pneumothorax cases in a real chest CT "

@@ -28,5 +28,7 @@ around the patient, pleural line, blur; ``_make``: the API and the facts.
 """
 
 from ._make import BAND_PCT, SIDES, SIZES, TARGET_PCT, SimulatedCase, simulate_pneumothorax
+from ._write import write_simulated_case
 
-__all__ = ["simulate_pneumothorax", "SimulatedCase", "SIDES", "SIZES", "TARGET_PCT", "BAND_PCT"]
+__all__ = ["simulate_pneumothorax", "SimulatedCase", "write_simulated_case", "SIDES", "SIZES", "TARGET_PCT",
+           "BAND_PCT"]
