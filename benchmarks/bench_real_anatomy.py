@@ -48,25 +48,9 @@ def score(model, cases) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
-    parser.add_argument("--holdout", default="chest_ct_tcia_A0001_5mm")
-    parser.add_argument("--demo-model", default=None, help="the demo's model (phantoms only)")
-    parser.add_argument("--train-minutes", type=float, default=25.0)
-    parser.add_argument("--phantoms", type=int, default=8)
-    parser.add_argument("--out", default="bench-real")
-    args = parser.parse_args()
-
-    from napari_pneumoseg import load_model, make_phantom, read_ct, train
-
-    real = Path(args.shared) / "data" / "real"
-    chests = sorted(p for p in real.iterdir() if p.is_dir() and p.name.startswith("chest_ct_"))
-    held = [p for p in chests if p.name == args.holdout]
-    if not held:
-        raise SystemExit(f"held-out CT {args.holdout} not in {real}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def train_model(chests, args, model_path: Path) -> None:
+    """Train on simulated cases of every CT but the held-out one, plus phantoms."""
+    from napari_pneumoseg import make_phantom, read_ct, train
 
     t0 = time.perf_counter()
     cases = []
@@ -82,7 +66,6 @@ def main() -> None:
         cases.append((p.ct, p.truth))
     print(f"{len(cases)} training cases ready in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    model_path = out / "real+phantoms.pnxmodel"
     t1 = time.perf_counter()
     result = train(cases, model_path, backbone="resnet50", batch_size=4, learning_rate=1e-3,
                    epochs=500, patience=500, steps_per_epoch=100, bn_momentum=0.9, lr_decay=True,
@@ -92,9 +75,36 @@ def main() -> None:
                                                   f"val_loss {logs['val_loss']:.4f}", flush=True))
     print(f"trained {len(result.history)} epochs in {time.perf_counter() - t1:.0f} s ({result.stopped})")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    parser.add_argument("--holdout", default="chest_ct_tcia_A0001_5mm")
+    parser.add_argument("--demo-model", default=None, help="the demo's model (phantoms only)")
+    parser.add_argument("--train-minutes", type=float, default=25.0)
+    parser.add_argument("--phantoms", type=int, default=8)
+    parser.add_argument("--out", default="bench-real")
+    parser.add_argument("--trained", default=None,
+                        help="score this already trained model instead of training one")
+    args = parser.parse_args()
+
+    from napari_pneumoseg import load_model, read_ct
+
+    real = Path(args.shared) / "data" / "real"
+    chests = sorted(p for p in real.iterdir() if p.is_dir() and p.name.startswith("chest_ct_"))
+    held = [p for p in chests if p.name == args.holdout]
+    if not held:
+        raise SystemExit(f"held-out CT {args.holdout} not in {real}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model_path = Path(args.trained) if args.trained else out / "real+phantoms.pnxmodel"
+    if not args.trained:
+        train_model(chests, args, model_path)
+
     held_ct = read_ct(held[0])
     test = list(simulated_cases(held_ct, seeds=9000))
-    models = {"real+phantoms (this run)": load_model(model_path)}
+    models = {"real+phantoms": load_model(model_path)}
     if args.demo_model:
         models = {"demo (phantoms only)": load_model(args.demo_model), **models}
     print(f"\nheld-out patient: {held[0].name} ({held_ct.shape}, {held_ct.spacing} mm); "
