@@ -133,10 +133,10 @@ def write_dicom_series(
     ...
     FileExistsError: ... already exists and is not empty; ...
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
 
-    nz, ny, nx = ct.shape
+    nz = ct.shape[0]
     direction = np.asarray(ct.direction, dtype=float)
     spacing = ct.spacing
     origin = np.asarray(ct.origin, dtype=float)
@@ -159,7 +159,6 @@ def write_dicom_series(
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     row_dir, col_dir, normal = direction[2], direction[1], direction[0]
     iop = [_ds(x) for x in (*row_dir, *col_dir)]
-    hu_lo, hu_hi = HU_RANGE
 
     names = [f"CT_{k + 1:04d}.dcm" for k in range(nz)]
     with atomic_folder(folder, overwrite=overwrite) as tmp:
@@ -168,15 +167,8 @@ def write_dicom_series(
                 check_cancel(cancel)
                 report(progress, k, nz, "writing DICOM")
             sop_uid = generate_uid()
-            fm = FileMetaDataset()
-            fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-            fm.MediaStorageSOPInstanceUID = sop_uid
-            fm.TransferSyntaxUID = ExplicitVRLittleEndian
-            fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
             ds = Dataset()
-            ds.file_meta = fm
-            ds.preamble = b"\0" * 128
+            _set_file_meta(ds, sop_uid)
             ds.SpecificCharacterSet = "ISO_IR 192"
             ds.SOPClassUID = CT_IMAGE_STORAGE
             ds.SOPInstanceUID = sop_uid
@@ -213,20 +205,10 @@ def write_dicom_series(
             ds.SliceLocation = _ds(float(position @ np.cross(row_dir, col_dir)))
             ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[2])]
             ds.SliceThickness = _ds(thickness)
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = ny, nx
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-            ds.PixelRepresentation = 1
-            ds.RescaleIntercept = RESCALE_INTERCEPT
-            ds.RescaleSlope = 1
-            ds.RescaleType = "HU"
             if window:
                 ds.WindowCenter, ds.WindowWidth = _ds(window[0]), _ds(window[1])
             ds.BurnedInAnnotation = "NO"
-            hu = np.nan_to_num(np.asarray(ct.hu[k], dtype=np.float64), nan=-1000.0)
-            stored = np.clip(np.rint(hu), hu_lo, hu_hi) - RESCALE_INTERCEPT
-            ds.PixelData = stored.astype("<i2").tobytes()
+            _set_pixels(ds, ct.hu[k])
             ds.save_as(tmp / names[k], enforce_file_format=True)
         report(progress, nz, nz, "writing DICOM")
     folder = Path(folder)
@@ -368,13 +350,13 @@ def write_derived_series(
     True
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
 
     from .. import __version__
 
     headers, source_series = _source_headers(ct, source)
-    nz, ny, nx = ct.shape
+    nz = ct.shape[0]
     matched = _match_slices(ct, headers)
 
     first = headers[matched[0]][1]
@@ -394,7 +376,6 @@ def write_derived_series(
     series_uid = generate_uid()
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    hu_lo, hu_hi = HU_RANGE
     names = [f"CT_{k + 1:04d}.dcm" for k in range(nz)]
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         for k in range(nz):
@@ -414,13 +395,7 @@ def write_derived_series(
             src_sop = str(ds.get("SOPInstanceUID", "") or "")
 
             sop_uid = generate_uid()
-            fm = FileMetaDataset()
-            fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-            fm.MediaStorageSOPInstanceUID = sop_uid
-            fm.TransferSyntaxUID = ExplicitVRLittleEndian
-            fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-            ds.file_meta = fm
-            ds.preamble = b"\0" * 128
+            _set_file_meta(ds, sop_uid)
 
             ds.SpecificCharacterSet = "ISO_IR 192"
             ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -442,21 +417,41 @@ def write_derived_series(
             ds.ContributingEquipmentSequence = [
                 *(ds.get("ContributingEquipmentSequence") or []), _processing_equipment(now, __version__)]
 
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = ny, nx
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-            ds.PixelRepresentation = 1
-            ds.RescaleIntercept, ds.RescaleSlope = str(RESCALE_INTERCEPT), "1"
-            ds.RescaleType = "HU"
-            hu = np.nan_to_num(np.asarray(ct.hu[k], dtype=np.float64), nan=-1000.0)
-            stored = np.clip(np.rint(hu), hu_lo, hu_hi) - RESCALE_INTERCEPT
-            ds.PixelData = stored.astype("<i2").tobytes()
-            ds["PixelData"].VR = "OW"
+            _set_pixels(ds, ct.hu[k])
             ds.save_as(tmp / names[k], enforce_file_format=True, implicit_vr=False, little_endian=True)
         report(progress, nz, nz, "writing DICOM")
     folder = Path(folder)
     return [folder / n for n in names]
+
+
+def _set_file_meta(ds, sop_uid: str) -> None:
+    """File meta of a CT Image Storage instance in Explicit VR Little Endian, and the preamble."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    fm.MediaStorageSOPInstanceUID = sop_uid
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = fm
+    ds.preamble = b"\0" * 128
+
+
+def _set_pixels(ds, hu_slice: np.ndarray) -> None:
+    """One slice of HU as signed 16-bit pixels with :data:`RESCALE_INTERCEPT` (NaN: -1000 HU)."""
+    ny, nx = hu_slice.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = ny, nx
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept, ds.RescaleSlope = str(RESCALE_INTERCEPT), "1"
+    ds.RescaleType = "HU"
+    hu = np.nan_to_num(np.asarray(hu_slice, dtype=np.float64), nan=-1000.0)
+    stored = np.clip(np.rint(hu), *HU_RANGE) - RESCALE_INTERCEPT
+    ds.PixelData = stored.astype("<i2").tobytes()
+    ds["PixelData"].VR = "OW"
 
 
 def _processing_equipment(now: datetime.datetime, version: str):
