@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-import numpy as np
-
+from ..ct.volume import physical_spacing
 from ..engine import Engine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,8 +52,7 @@ def keep_choices_fresh(viewer: "napari.Viewer", container) -> None:
 
 def spacing_of(layer) -> Optional[tuple[float, float, float]]:
     """The layer's voxel size in mm, or None when it has napari's default unit scale."""
-    scale = tuple(float(s) for s in layer.scale[-3:])
-    return None if np.allclose(scale, 1.0) else scale
+    return physical_spacing(layer.scale)
 
 
 def unique_name(viewer: "napari.Viewer", name: str) -> str:

@@ -144,6 +144,30 @@ def geometry_metadata(ct: CTVolume) -> dict[str, Any]:
     return {GEOMETRY_KEY: {**ct.geometry(), "warnings": list(ct.warnings), **ct.metadata}}
 
 
+def physical_spacing(scale) -> Optional[tuple[float, float, float]]:
+    """A viewer layer's ``scale`` as a voxel size in mm, or None when it says nothing.
+
+    Parameters
+    ----------
+    scale : sequence of float or None
+        A layer's ``scale``; only the last three entries (z, y, x) are used.
+
+    Returns
+    -------
+    tuple of float or None
+        Those entries, or None for None or napari's default unit scale (all ones).
+
+    Examples
+    --------
+    >>> physical_spacing((2.5, 0.7, 0.7)), physical_spacing((1, 1, 1)), physical_spacing(None)
+    ((2.5, 0.7, 0.7), None, None)
+    """
+    if scale is None:
+        return None
+    values = tuple(float(s) for s in np.asarray(scale, float)[-3:])
+    return None if np.allclose(values, 1.0) else values
+
+
 def ct_from_geometry(hu, scale=None, translate=None, metadata: Optional[Mapping[str, Any]] = None,
                      *, name: str = "the CT") -> tuple[CTVolume, list[str]]:
     """Build a CTVolume from an HU array and the geometry a viewer layer carries.
@@ -216,8 +240,8 @@ def ct_from_geometry(hu, scale=None, translate=None, metadata: Optional[Mapping[
     notes: list[str] = []
 
     recorded = geo.get("spacing")
-    if scale is not None and not np.allclose(np.asarray(scale, float)[-3:], 1.0):
-        spacing = tuple(float(s) for s in np.asarray(scale, float)[-3:])
+    spacing = physical_spacing(scale)
+    if spacing is not None:
         if recorded is not None and not np.allclose(spacing, np.asarray(recorded, float), rtol=1e-4):
             notes.append(f"{name}: the layer's scale {_mm(spacing)} differs from the CT's recorded "
                          f"spacing {_mm(recorded)}: used the scale")
