@@ -186,7 +186,8 @@ def segment(
     fill = float(hu.min())
     analysed = time.perf_counter()
 
-    mask = np.zeros(hu.shape, dtype=np.uint8)
+    # Resampled runs threshold once, on the CT's grid, after the probabilities are mapped back.
+    mask = None if resampled else np.zeros(hu.shape, dtype=np.uint8)
     probs = np.zeros(hu.shape, dtype=np.float32) if (return_probabilities or resampled) else None
     total = plan.slices_run
     report(progress, 0, total, f"0/{total} slices" + _plan_text(plan))
@@ -209,7 +210,8 @@ def segment(
             iy0, iy1, ix0, ix1 = plan.image_box(batch.keep)
             oy, ox = iy0 + py0 - batch.box[0], ix0 + px0 - batch.box[2]
             p = y[:, oy : oy + iy1 - iy0, ox : ox + ix1 - ix0, 0].astype(np.float32, copy=False)
-            mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = foreground(p, thr)
+            if mask is not None:
+                mask[batch.start : batch.stop, iy0:iy1, ix0:ix1] = foreground(p, thr)
             if probs is not None:
                 probs[batch.start : batch.stop, iy0:iy1, ix0:ix1] = p
             done += batch.stop - batch.start
