@@ -14,9 +14,9 @@ from scipy import ndimage
 
 from napari_pneumoseg import CTVolume, measure, read_ct
 from napari_pneumoseg.ct.air import body_mask
+from napari_pneumoseg.ct.frame import patient_frame
+from napari_pneumoseg.ct.lungs import find_lungs
 from napari_pneumoseg.simulate import BAND_PCT, SIZES, SimulatedCase, simulate_pneumothorax
-from napari_pneumoseg.simulate._frame import patient_frame
-from napari_pneumoseg.simulate._lungs import find_lungs
 
 TCIA = "chest_ct_tcia_A0001_5mm"
 LIDC = "chest_ct_lidc_idri_1011_2p5mm"

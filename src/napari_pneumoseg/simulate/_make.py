@@ -12,12 +12,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..ct.air import LUNG_HU
+from ..ct.frame import patient_frame
+from ..ct.lungs import MIN_LUNG_ML, _count, find_lungs
+from ..ct.noise import BLUR_PX, measure_air
 from ..ct.volume import CTVolume
 from ..progress import check_cancel, report
-from ._appearance import BLUR_PX, blur, edge_band, measure_air, pleural_line
+from ._appearance import blur, edge_band, pleural_line
 from ._collapse import Collapse, draw_pattern
-from ._frame import patient_frame
-from ._lungs import MIN_LUNG_ML, _count, find_lungs
 
 SIDES = ("left", "right", "both")
 SIZES = ("small", "moderate", "large")
@@ -190,7 +191,7 @@ def simulate_pneumothorax(ct: CTVolume, *, side: str = "left", size: str = "mode
     >>> simulate_pneumothorax(CTVolume(np.zeros((4, 32, 32)), (5.0, 1.0, 1.0)))
     Traceback (most recent call last):
     ...
-    ValueError: no lungs found in the CT (less than 100 mL of air inside the body): simulate_pneumothorax ...
+    ValueError: no lungs found in the CT (less than 100 mL of air inside the body): a chest CT ...
 
     A synthetic chest without a pneumothorax (a real CT from
     :func:`~napari_pneumoseg.read_ct` works the same way, in seconds):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_pneumoseg import CTVolume
-from napari_pneumoseg.simulate._frame import patient_frame
+from napari_pneumoseg.ct.frame import patient_frame
 
 
 def _ct(direction, position=None, shape=(4, 5, 6), spacing=(5.0, 0.8, 0.7)):

@@ -1,6 +1,6 @@
-"""The patient frame the simulator works in: array axes turned to superior, dependent and patient-left.
+"""The patient frame: array axes turned to superior, dependent and patient-left.
 
-Every step of the simulation reads and writes a *canonical* view of the CT: axis 0
+The simulator and the pleural-air finder read and write a *canonical* view of the CT: axis 0
 runs towards the head (superior), axis 1 towards the dependent side (posterior for a
 supine patient), axis 2 towards the patient's left. The view is a transpose plus
 reversed axes of the source array (no copy), so head-first, feet-first and flipped
@@ -103,7 +103,7 @@ def patient_frame(ct, metadata: Optional[dict] = None) -> Frame:
                          "sagittal stack; resample it to an axial grid first")
     if dominant[0] != 2:
         raise ValueError("the CT's slices are not axial (its first array axis does not run head to feet); "
-                         "simulate_pneumothorax needs an axial series")
+                         "this needs an axial series")
     position = str(meta.get("patient_position") or "").strip().upper()
     if position and position not in SUPINE + PRONE:
         raise ValueError(f"patient position {position!r} is not supine (HFS/FFS) or prone (HFP/FFP): "

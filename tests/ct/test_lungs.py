@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_pneumoseg import read_ct
-from napari_pneumoseg.simulate._frame import patient_frame
-from napari_pneumoseg.simulate._lungs import find_lungs
+from napari_pneumoseg.ct.frame import patient_frame
+from napari_pneumoseg.ct.lungs import find_lungs
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,8 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
-from ..ct.air import BODY_HU, TABLE_OPENING_MM, body_mask
 from ..progress import check_cancel
+from .air import BODY_HU, TABLE_OPENING_MM, body_mask
 
 _PLANE4 = np.zeros((3, 3, 3), bool)
 _PLANE4[1] = ndimage.generate_binary_structure(2, 1)
@@ -415,13 +415,13 @@ def find_lungs(hu: np.ndarray, spacing, *, cancel=None) -> Lungs:
     check_cancel(cancel)
     if box is None:
         raise ValueError(f"no body found in the CT (nothing denser than {BODY_HU:g} HU): "
-                         "simulate_pneumothorax needs a chest CT")
+                         "a chest CT is needed")
     full_shape = hu.shape
     hu = hu[box]
     tree = air_tree(hu, body)
     if tree.sum() * voxel_ml < MIN_LUNG_ML:
         raise ValueError(f"no lungs found in the CT (less than {MIN_LUNG_ML:g} mL of air inside the body): "
-                         "simulate_pneumothorax needs a chest CT with aerated lungs")
+                         "a chest CT with aerated lungs is needed")
     check_cancel(cancel)
     airway, carina = find_airway(hu, tree, body, spacing)
     if not airway.any():
