@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
 import pytest
 
-from napari_pneumoseg import make_phantom, measure, read_ct, read_mask
+from napari_pneumoseg import find_pleural_air, make_phantom, measure, read_ct, read_mask
 from napari_pneumoseg.cli import main
 from napari_pneumoseg.phantom import write_phantom_case
 from napari_pneumoseg.training import load_cases
@@ -47,6 +49,71 @@ def test_bad_suffix_and_missing_ct_are_one_line_errors(tmp_path, tiny_model_path
     assert main(["info", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------ segment --method pleural-air
+
+@pytest.fixture(scope="module")
+def pleural_case(tmp_path_factory):
+    """A phantom with a moderate left pneumothorax, large enough for find_pleural_air to find it."""
+    folder = tmp_path_factory.mktemp("cli-pleural") / "case"
+    write_phantom_case(make_phantom(seed=0, side="left", n_slices=24, shape_yx=(128, 128)), folder)
+    return folder
+
+
+def test_segment_pleural_air_needs_no_model_and_writes_the_cores_mask(pleural_case, tmp_path, capsys):
+    out = tmp_path / "air.seg.nrrd"
+    assert main(["segment", str(pleural_case / "ct"), "--method", "pleural-air", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    ct = read_ct(pleural_case / "ct")
+    found = find_pleural_air(ct)
+    mask = read_mask(out, like=ct)
+    assert mask.shape == ct.shape and mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, found.mask)
+    assert f"wrote {out}: {int(found.mask.sum())} voxels" in printed.out
+    assert f"left {found.volume_ml['left']:.1f} mL" in printed.out and "pleural air" in printed.out
+    for warning in found.warnings:
+        assert f"warning: {warning}" in printed.err
+    # The network's options are ignored, and said to be; an existing file is not replaced.
+    assert main(["segment", str(pleural_case / "ct"), "--method", "pleural-air", "--out", str(out),
+                 "--model", "m.pnxmodel", "--threshold", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "--model, --threshold only apply to --method network" in err and "exists" in err
+
+
+def test_segment_pleural_air_does_not_import_tensorflow(pleural_case, tmp_path):
+    out = tmp_path / "air.nii.gz"
+    code = ("import sys\nfrom napari_pneumoseg.cli import main\n"
+            f"rc = main(['segment', {str(pleural_case / 'ct')!r}, '--method', 'pleural-air', "
+            f"'--out', {str(out)!r}])\n"
+            "print(rc, any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "0 False", run.stdout + run.stderr
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("method", [[], ["--method", "network"]])
+def test_segment_with_the_network_and_no_model_is_a_clear_error(tmp_path, capsys, method):
+    out = tmp_path / "mask.seg.nrrd"
+    assert main(["segment", str(tmp_path), "--out", str(out), *method]) == 2
+    err = capsys.readouterr().err
+    assert "--model is required" in err and "--method pleural-air" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_info_prints_the_pleural_air_per_side(pleural_case, chest_part, capsys):
+    assert main(["info", str(pleural_case / "ct")]) == 0
+    printed = capsys.readouterr().out
+    found = find_pleural_air(read_ct(pleural_case / "ct"))
+    (line,) = [x for x in printed.splitlines() if x.strip().startswith("pleural air (no model)")]
+    kept = sum(p["kept"] and p["side"] == "left" for p in found.pockets)
+    assert f"left {found.volume_ml['left']:.1f} mL in {kept} pocket" in line
+    assert f"total {found.volume_ml['total']:.1f} mL" in line and "right" in line
+    for warning in found.warnings:
+        assert f"pleural air warning: {warning}" in printed
+    # A real chest CT (no pneumothorax): the line is there too.
+    assert main(["info", str(chest_part)]) == 0
+    assert "pleural air (no model): left" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- simulate, make-phantoms --real

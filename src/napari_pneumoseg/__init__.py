@@ -9,6 +9,7 @@ from .io import MaskFileError, MaskGeometryError, read_mask, write_mask
 from .measure import Measurement, measure, metrics_from_counts
 from .model import ModelBundle, ModelLoadError, SegmentResult, build_unet, load_model, save_model, segment
 from .phantom import Phantom, make_phantom, write_phantom_case
+from .pleural import PleuralAir, find_pleural_air
 from .progress import Cancelled
 from .simulate import SimulatedCase, simulate_pneumothorax
 from .training import TrainResult, train
@@ -22,5 +23,6 @@ __all__ = [
     "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model",
     "segment", "SegmentResult", "train", "TrainResult",
     "Phantom", "make_phantom", "write_phantom_case", "SimulatedCase", "simulate_pneumothorax",
+    "PleuralAir", "find_pleural_air",
     "Cancelled", "__version__",
 ]

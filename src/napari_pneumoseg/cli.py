@@ -30,6 +30,7 @@ class TextProgress:
 def _cmd_info(args) -> int:
     from .ct import read_ct
     from .ct.air import BODY_HU, internal_air_mask
+    from .pleural import find_pleural_air
 
     ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading"))
     meta = ct.metadata
@@ -44,30 +45,57 @@ def _cmd_info(args) -> int:
     print(f"  air inside the body (HU < {BODY_HU:g}): {air.sum() * ct.voxel_volume_ml:.1f} mL")
     for w in ct.warnings:
         print(f"  warning: {w}")
+    try:
+        found = find_pleural_air(ct, progress=TextProgress("pleural air"))
+    except ValueError as exc:  # e.g. not axial: the rest of the report still stands
+        print(f"  pleural air: not looked for: {exc}")
+        return 0
+    print(f"  {_pleural_line(found)}")
+    for w in found.warnings:
+        print(f"  pleural air warning: {w}")
     return 0
+
+
+def _pleural_line(found) -> str:
+    """``pleural air (no model): left 1.0 mL in 1 pocket, right ...``: volumes and pockets kept per side."""
+    kept = {side: sum(1 for p in found.pockets if p["kept"] and p["side"] == side)
+            for side in ("left", "right")}
+    v = found.volume_ml
+    sides = ", ".join(f"{side} {v[side]:.1f} mL in {kept[side]} pocket{'s' * (kept[side] != 1)}"
+                      for side in ("left", "right"))
+    return f"pleural air (no model): {sides}, total {v['total']:.1f} mL"
+
+
+#: ``segment``'s options only the network uses (destination: default), for ``--method pleural-air``'s warning.
+NETWORK_ONLY = {"model": None, "batch_size": 4, "threshold": None, "device": "auto",
+                "no_crop": False, "all_slices": False}
 
 
 def _cmd_segment(args) -> int:
     from .ct import read_ct
     from .io.masks import mask_format, write_mask
-    from .model import configure_device, load_model, segment
 
+    network = args.method == "network"
+    if network and not args.model:
+        raise ValueError("--model is required with --method network (the default); or use "
+                         "--method pleural-air, which needs no model")
+    ignored = [] if network else [f"--{dest.replace('_', '-')}" for dest, default in NETWORK_ONLY.items()
+                                  if getattr(args, dest) != default]
+    if ignored:
+        verb = "applies" if len(ignored) == 1 else "apply"
+        print(f"warning: {', '.join(ignored)} only {verb} to --method network; ignored", file=sys.stderr)
     out = Path(args.out)
     mask_format(out, for_writing=True)  # a bad suffix fails before minutes of work
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; pass --force to replace it")
-    configure_device(args.device)
+    if network:
+        from .model import configure_device
+
+        configure_device(args.device)
     ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading   "))
     for w in ct.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    bundle = load_model(args.model)
-    for w in bundle.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    result = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
-                     crop_chest=not args.no_crop, skip_slices=not args.all_slices,
-                     progress=TextProgress("segmenting"))
-    mask = result.mask
-    print(result.info.summary())
+    mask = _network_mask(args, ct) if network else _pleural_air_mask(ct)
     write_mask(mask, out, ct, overwrite=args.force)
     from .measure import measure
 
@@ -75,6 +103,31 @@ def _cmd_segment(args) -> int:
     print(f"wrote {out}: {m.voxels} voxels, {m.volume_ml:.1f} mL "
           f"(left {_ml(m.left_ml)}, right {_ml(m.right_ml)})")
     return 0
+
+
+def _network_mask(args, ct):
+    """The network's mask of ``ct`` (``segment --method network``); prints what ran."""
+    from .model import load_model, segment
+
+    bundle = load_model(args.model)
+    for w in bundle.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    result = segment(ct, bundle, batch_size=args.batch_size, threshold=args.threshold,
+                     crop_chest=not args.no_crop, skip_slices=not args.all_slices,
+                     progress=TextProgress("segmenting"))
+    print(result.info.summary())
+    return result.mask
+
+
+def _pleural_air_mask(ct):
+    """The pleural air found in ``ct`` without a model (``segment --method pleural-air``)."""
+    from .pleural import find_pleural_air
+
+    found = find_pleural_air(ct, progress=TextProgress("pleural air"))
+    for w in found.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(_pleural_line(found))
+    return found.mask
 
 
 def _ml(v) -> str:
@@ -281,20 +334,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pneumoseg", description="Find and measure pneumothorax on chest CT."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="read a CT series and print its geometry and air volume")
+    info = sub.add_parser("info", help="read a CT series and print its geometry, air volume and "
+                                       "the pleural air found without a model")
     info.add_argument("ct", help="DICOM folder or file")
     info.add_argument("--series", default=None, help="SeriesInstanceUID to read")
     info.set_defaults(func=_cmd_info)
 
     seg = sub.add_parser("segment", help="segment pneumothorax and write the mask")
     seg.add_argument("ct", help="DICOM folder or file")
-    seg.add_argument("--model", required=True, help=".pnxmodel (or a Keras .keras/.h5) file")
+    seg.add_argument("--method", choices=["network", "pleural-air"], default="network",
+                     help="network: the trained model (--model); pleural-air: pleural air from the "
+                          "CT's HU alone, no model (default network)")
+    seg.add_argument("--model", default=NETWORK_ONLY["model"],
+                     help=".pnxmodel (or a Keras .keras/.h5) file; required with --method network")
     seg.add_argument("--out", required=True,
                      help="mask file: .nrrd, .seg.nrrd, .nii, .nii.gz or .dcm (DICOM-SEG)")
     seg.add_argument("--series", default=None, help="SeriesInstanceUID to read")
-    seg.add_argument("--batch-size", type=int, default=4)
-    seg.add_argument("--threshold", type=float, default=None)
-    seg.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    seg.add_argument("--batch-size", type=int, default=NETWORK_ONLY["batch_size"])
+    seg.add_argument("--threshold", type=float, default=NETWORK_ONLY["threshold"])
+    seg.add_argument("--device", choices=["auto", "cpu", "gpu"], default=NETWORK_ONLY["device"])
     seg.add_argument("--no-crop", action="store_true",
                      help="run whole slices instead of a window around the chest")
     seg.add_argument("--all-slices", action="store_true",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional
 
 from ..ct.volume import physical_spacing
 from ..engine import Engine
@@ -107,6 +109,89 @@ def _reporting_runtime_errors(job: Callable) -> Callable:
         yield  # pragma: no cover - makes run a generator function in both cases
 
     return run
+
+
+_END = object()
+
+
+def progress_items(func: Callable, *args, cancel=None, **kwargs) -> Generator[tuple, None, Any]:
+    """Run a core function that reports through ``progress(done, total, text)``, as a generator.
+
+    ``func(*args, progress=..., cancel=cancel, **kwargs)`` runs in a helper thread,
+    and each of its progress reports is yielded, in order, as ``("progress", done,
+    total, text)`` while it runs: inside a :class:`BackgroundJob`'s job
+    (``result = yield from progress_items(...)``) they reach ``on_progress`` on the
+    GUI thread as the work goes on. Every report is yielded before the generator
+    returns ``func``'s result or raises its exception.
+
+    Parameters
+    ----------
+    func : callable
+        A core function taking ``progress`` and ``cancel`` keywords.
+    *args
+        Passed on to ``func``.
+    cancel : callable or threading.Event, optional
+        Passed on to ``func``. If the generator is closed before ``func`` has
+        ended (the worker was quit), ``cancel.set()`` is called when it has one,
+        so that ``func`` stops at its next check.
+    **kwargs
+        Passed on to ``func``.
+
+    Yields
+    ------
+    tuple
+        ``("progress", done, total, text)``.
+
+    Returns
+    -------
+    object
+        What ``func`` returned.
+
+    Raises
+    ------
+    BaseException
+        Whatever ``func`` raised (e.g. :class:`~napari_pneumoseg.progress.Cancelled`).
+
+    Examples
+    --------
+    >>> def work(n, *, progress, cancel=None):
+    ...     for k in range(1, n + 1):
+    ...         progress(k, n, f"step {k}")
+    ...     return "done"
+    >>> gen = progress_items(work, 2)
+    >>> next(gen), next(gen)
+    (('progress', 1, 2, 'step 1'), ('progress', 2, 2, 'step 2'))
+    >>> next(gen)
+    Traceback (most recent call last):
+    ...
+    StopIteration: done
+    """
+    items: "queue.Queue" = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def progress(done: int, total: int, text: str = "") -> None:
+        items.put(("progress", done, total, text))
+
+    def target() -> None:
+        try:
+            outcome["value"] = func(*args, progress=progress, cancel=cancel, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
+            outcome["error"] = exc
+        finally:
+            items.put(_END)
+
+    thread = threading.Thread(target=target, daemon=True, name="pneumoseg-core")
+    thread.start()
+    try:
+        while (item := items.get()) is not _END:
+            yield item
+    finally:
+        if thread.is_alive() and hasattr(cancel, "set"):  # closed early: let func stop
+            cancel.set()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class BackgroundJob:

@@ -1,0 +1,499 @@
+"""find_pleural_air: pleural air from the CT alone, with no trained model.
+
+The method, in the patient frame (:mod:`napari_pneumoseg.ct.frame`) and on a grid
+averaged over ``step x step`` pixels in-plane (:func:`~napari_pneumoseg.ct.air.coarse_step`):
+
+1. **The scan's air.** The grid is median-filtered in-plane (:data:`MEDIAN_PX`:
+   noise falls, edges stay where they are) and the noise of the air around the
+   patient is measured on it (:func:`~napari_pneumoseg.ct.noise.measure_air`).
+   Air is what lies below ``mean + CORE_SIGMAS * std``
+   (at least :data:`CORE_MARGIN_HU` above the mean, never above :data:`CORE_MAX_HU`).
+   Aerated lung parenchyma is denser than that; airways, emphysema, bullae, bowel
+   gas and pleural air are not.
+2. **Where it may be.** The body outline (:func:`~napari_pneumoseg.ct.air.body_mask`,
+   cut free of the table) keeps out the air around the patient. The lungs are the
+   lung-like air components inside it (:func:`~napari_pneumoseg.ct.lungs.air_tree`);
+   the trachea and main bronchi are grown from the trachea
+   (:func:`~napari_pneumoseg.ct.lungs.find_airway`) and taken out with a margin.
+   The **thorax** of a slice is the lungs and the air, holes filled: vessels inside
+   the lung are inside it, the chest wall and mediastinum are outside.
+3. **Which pockets are pleural air.** Each 3-D pocket of air is judged by the
+   tissue in a shell :data:`SHELL_MM` around it, in-plane. Pleural air lies between
+   the chest wall and the lung, so its shell holds both: chest wall, mediastinum
+   or diaphragm (dense tissue outside the thorax) on its parietal side, lung on its
+   visceral side. A pocket whose shell is mostly lung (less than
+   :data:`WALL_MIN_SHARE` outside the thorax) is inside the lung: a bulla,
+   emphysema or a bronchus. A pocket with no lung near it (less than
+   :data:`LUNG_MIN_SHARE` of its shell) is outside the pleura: oesophagus, bowel
+   or stomach gas, subcutaneous or mediastinal emphysema, airway above the lungs,
+   unless it is itself a lung-sized air space of the thorax (a complete collapse).
+   Pockets touching the air around the patient are left out, and so are pockets
+   under :data:`MIN_POCKET_ML`.
+4. **Its edge at full resolution.** Each kept pocket is grown, slice by slice and
+   by at most ``2 * step`` pixels, through voxels below the edge threshold: half-way
+   between the air's mean and :data:`EDGE_TISSUE_HU`, where a voxel is more air
+   than tissue. The visceral pleura (a bright line) and the chest wall stop it.
+
+Pockets it is unsure of (a large pocket inside the lung, a pocket whose shell is
+barely outside the thorax, a thin rim, a pneumothorax without lung beside it) are
+named in the warnings; those left out are not in the mask.
+
+The ideas follow Cai et al. 2011 (the pleural region from the chest wall, homogeneous
+air candidates) and Do et al. 2012 (2-D and 3-D steps to stay fast); the shell test
+replaces their rib-cage model and level set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..ct.air import BODY_HU, TABLE_OPENING_MM, body_mask, coarse_step
+from ..ct.frame import patient_frame
+from ..ct.lungs import AIRWAY_MARGIN_MM, MIN_LUNG_ML, _disk, _midline, _split_sides, air_tree, find_airway
+from ..ct.noise import measure_air
+from ..progress import check_cancel, report
+
+#: The coarse grid is median-filtered in-plane over this many pixels a side before air is told from lung.
+MEDIAN_PX = 3
+#: Air is below ``mean + CORE_SIGMAS * std`` of the (smoothed) air around the patient ...
+CORE_SIGMAS = 4.0
+#: ... and that threshold is at least this far above the air's mean (HU) ...
+CORE_MARGIN_HU = 40.0
+#: ... and never above this (HU): aerated lung is denser.
+CORE_MAX_HU = -930.0
+#: A voxel at the edge is air where it is below half-way between the air's mean and this (HU).
+EDGE_TISSUE_HU = -300.0
+#: At full resolution a pocket grows at most this many coarse pixels, in-plane, through voxels below the edge
+#: threshold (4-connected: a bright line of 8-connected voxels stops it).
+GROW_PX = 1.0
+#: Thin rims are followed along the tissue outside the thorax, at most this far from it (mm) ...
+RIM_MM = 4.0
+#: ... and a rim piece is dropped if more than this share of its border is air-dark voxels past that band.
+RIM_CUT_MAX = 0.1
+#: A rim piece not joined to a pocket's core must cover at least this much of its slice (mm^2).
+RIM_MIN_MM2 = 20.0
+#: The shell around a pocket that decides what it is: this far out, in-plane (mm).
+SHELL_MM = 3.0
+#: A pocket is against the chest wall if at least this share of its shell is outside the thorax.
+WALL_MIN_SHARE = 0.2
+#: Below this share the pocket is "unsure" (a subpleural bulla, or pleural air?) and a warning says so.
+WALL_SURE_SHARE = 0.3
+#: A pocket is next to the lung if at least this share of its shell is lung.
+LUNG_MIN_SHARE = 0.05
+#: A pocket whose shell touches the air around the patient by more than this share is left out.
+OUTSIDE_MAX_SHARE = 0.1
+#: Pockets smaller than this (mL) are left out.
+MIN_POCKET_ML = 1.0
+#: A pocket inside the lung at least this large (mL) is named in the warnings (a bulla?).
+BULLA_WARN_ML = 2.0
+#: Pleural air of a side whose thickest layer is under this (mm) is a thin rim: a warning says so.
+THIN_RIM_MM = 4.0
+#: Slices thicker than this (mm) get a warning: partial volume blurs a thin rim.
+THICK_SLICE_MM = 5.0
+
+SIDES = ("left", "right")
+
+
+@dataclass
+class PleuralAir:
+    """What :func:`find_pleural_air` found.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        uint8 ``(z, y, x)`` on the CT's grid: 1 where pleural air was found.
+    lungs : numpy.ndarray
+        uint8 ``(z, y, x)`` on the CT's grid: the aerated lung it found, 1 on the
+        patient's right, 2 on the left (on the coarse grid, repeated to full
+        resolution; airways and pleural air left out).
+    volume_ml : dict
+        ``{"left", "right", "total"}``: pleural air in mL (voxels times voxel volume).
+    pockets : list of dict
+        Every air pocket it judged, kept or not: ``side``, ``volume_ml`` (coarse),
+        ``slices`` (first, last array index along z), ``wall_share``, ``lung_share``, ``outside_share``,
+        ``kept`` and ``reason``.
+    warnings : list of str
+        Where it is unsure, in words.
+    facts : dict
+        JSON-ready: the air model, thresholds, grid step, timing and counts.
+    """
+
+    mask: np.ndarray
+    lungs: np.ndarray
+    volume_ml: dict
+    pockets: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line per side, in words.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> pa = PleuralAir(np.zeros((1, 1, 1), np.uint8), np.zeros((1, 1, 1), np.uint8),
+        ...                 {"left": 12.5, "right": 0.0, "total": 12.5})
+        >>> print(pa.summary())
+        pleural air: left 12.5 mL, right 0.0 mL, total 12.5 mL
+        """
+        v = self.volume_ml
+        return f"pleural air: left {v['left']:.1f} mL, right {v['right']:.1f} mL, total {v['total']:.1f} mL"
+
+
+def _block_mean(hu: np.ndarray, f: int) -> np.ndarray:
+    """Mean of each ``f x f`` in-plane block (float32); a last partial row or column is dropped."""
+    nz, ny, nx = hu.shape
+    cy, cx = ny // f, nx // f
+    out = np.zeros((nz, cy, cx), np.float32)
+    for i in range(f):
+        for j in range(f):
+            out += hu[:, i : i + cy * f : f, j : j + cx * f : f]
+    if f > 1:
+        out /= f * f
+    return out
+
+
+def _block_max(hu: np.ndarray, f: int) -> np.ndarray:
+    """Largest value of each ``f x f`` in-plane block (float32); a last partial row or column is dropped."""
+    nz, ny, nx = hu.shape
+    cy, cx = ny // f, nx // f
+    out = np.full((nz, cy, cx), -np.inf, np.float32)
+    for i in range(f):
+        for j in range(f):
+            np.maximum(out, hu[:, i : i + cy * f : f, j : j + cx * f : f], out=out)
+    return out
+
+
+def _upsample(mask: np.ndarray, f: int, shape_yx) -> np.ndarray:
+    """Repeat a coarse mask ``f`` times in-plane and pad it (False) to ``shape_yx``."""
+    if f == 1:
+        return mask
+    up = np.repeat(np.repeat(mask, f, axis=-2), f, axis=-1)
+    ny, nx = shape_yx
+    pad = [(0, 0)] * (mask.ndim - 2) + [(0, ny - up.shape[-2]), (0, nx - up.shape[-1])]
+    return np.pad(up, pad)
+
+
+def _denoised(coarse: np.ndarray) -> np.ndarray:
+    """The coarse grid median-filtered in-plane (:data:`MEDIAN_PX`): noise down, edges kept in place."""
+    return ndimage.median_filter(coarse, size=(1, MEDIAN_PX, MEDIAN_PX), mode="nearest")
+
+
+def _pocket_stats(lab: np.ndarray, n: int, thorax: np.ndarray, lung: np.ndarray, body: np.ndarray,
+                  radius_px: float, coarse: np.ndarray, cancel=None) -> list[dict]:
+    """Per pocket: voxels, slice range and what its in-plane shell holds."""
+    disk = _disk(radius_px + 1.0)
+    st = np.zeros((3,) + disk.shape, bool)
+    st[1] = disk
+    ring1 = np.zeros((3, 3, 3), bool)
+    ring1[1] = True
+    pad = disk.shape[0] // 2
+    out = []
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        check_cancel(cancel)
+        box = (sl[0], slice(max(0, sl[1].start - pad), sl[1].stop + pad), slice(max(0, sl[2].start - pad),
+                                                                              sl[2].stop + pad))
+        p = lab[box] == i
+        shell = ndimage.binary_dilation(p, structure=st) & ~ndimage.binary_dilation(p, structure=ring1)
+        n_shell = max(int(shell.sum()), 1)
+        out.append({
+            "label": i, "voxels": int(p.sum()), "slices": (int(sl[0].start), int(sl[0].stop - 1)),
+            "wall_share": float((shell & body[box] & ~thorax[box]).sum() / n_shell),
+            "lung_share": float((shell & lung[box]).sum() / n_shell),
+            "outside_share": float((shell & ~body[box]).sum() / n_shell),
+            "x_mean": float(np.nonzero(p)[2].mean() + box[2].start),
+            "hu_mean": float(coarse[box][p].mean()),
+            "hole_share": float(_holes(p).sum() / max(int(p.sum()), 1)),
+        })
+    return out
+
+
+def _holes(p: np.ndarray) -> np.ndarray:
+    """Per slice, what hole filling adds to a 3-D mask (vessels or septa inside a pocket)."""
+    out = np.zeros(p.shape, bool)
+    for k in range(p.shape[0]):
+        if p[k].any():
+            out[k] = ndimage.binary_fill_holes(p[k]) & ~p[k]
+    return out
+
+
+def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margin_c: np.ndarray,
+                 band_c: np.ndarray, f: int, t_edge: float, t_rim: float, min_rim_px: int) -> tuple[np.ndarray, int]:
+    """Pleural air of one slice at full resolution, from its coarse core; and how many rim voxels were added.
+
+    The core grows by :data:`GROW_PX` coarse pixels through voxels below ``t_edge``
+    (its partial-volume edge). Then thin rims: 4-connected pieces of voxels below
+    ``t_edge`` in ``band_c`` (within :data:`RIM_MM` of the tissue outside the thorax:
+    chest wall, mediastinum, diaphragm). A piece is kept only if tissue, not the band's
+    limit, bounds it (at most :data:`RIM_CUT_MAX` of its border is air-dark voxels left
+    outside the band), so lung touching the wall with no visceral pleura between is not
+    taken. A piece not joined to a core must also be at least ``min_rim_px`` voxels and
+    darker than ``t_rim`` on average.
+    """
+    ny, nx = hu_k.shape
+    body = _upsample(body_c, f, (ny, nx))
+    low = (hu_k < t_edge) & body
+    if margin_c.any():
+        low &= ~_upsample(margin_c, f, (ny, nx))
+    got = np.zeros((ny, nx), bool)
+    if core_c.any():
+        core = _upsample(core_c, f, (ny, nx)) & body
+        near = ndimage.binary_dilation(core, structure=_disk(GROW_PX * f)) & (low | core)
+        lab, _ = ndimage.label(near)
+        ids = np.unique(lab[core])
+        got = np.isin(lab, ids[ids > 0])
+    band = _upsample(band_c, f, (ny, nx))
+    cand = (low & band) | got
+    plab, n = ndimage.label(cand & ~got)
+    added = 0
+    if n:
+        extra = plab > 0
+        reach = cand
+        border = ndimage.binary_dilation(extra) & ~reach
+        cut = border & low  # air-dark voxels past the band: the band, not tissue, stopped the piece there
+        idx = np.arange(1, n + 1)
+        touch = ndimage.grey_dilation(plab, size=(3, 3)) * border
+        n_border = ndimage.sum_labels(border, touch, idx)
+        n_cut = ndimage.sum_labels(cut, touch, idx)
+        size = ndimage.sum_labels(extra, plab, idx)
+        mean = ndimage.mean(hu_k, plab, idx)
+        joined = ndimage.sum_labels(ndimage.binary_dilation(got), plab, idx) > 0 if got.any() else np.zeros(n, bool)
+        ok = np.zeros(n + 1, bool)
+        ok[1:] = (n_cut <= RIM_CUT_MAX * np.maximum(n_border, 1)) & (joined | ((size >= min_rim_px) & (mean < t_rim)))
+        keep = ok[plab]
+        added = int(keep.sum())
+        got |= keep
+    return ndimage.binary_fill_holes(got) & body, added
+
+
+def _check(ct) -> None:
+    hu = getattr(ct, "hu", None)
+    if hu is None or np.ndim(hu) != 3:
+        raise ValueError(f"ct must be a 3-D CTVolume (z, y, x), got {type(ct).__name__} with shape "
+                         f"{None if hu is None else np.shape(hu)}")
+    if min(np.shape(hu)) < 2:
+        raise ValueError(f"the CT of shape {np.shape(hu)} is too small to hold lungs")
+
+
+def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
+    """Find pleural air (a pneumothorax) in a chest CT from its HU alone: no model, no TensorFlow.
+
+    See the module notes for the method. It needs NumPy and SciPy only, so it can
+    run in napari's own worker thread.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        An axial chest CT in HU (``ct.direction`` gives the anatomy; supine or prone).
+    progress : callable, optional
+        ``progress(done, total, text)`` after each step.
+    cancel : callable or threading.Event, optional
+        Checked between steps; raises :class:`~napari_pneumoseg.progress.Cancelled`.
+
+    Returns
+    -------
+    PleuralAir
+        An empty mask, with a warning, when the CT holds no lungs.
+
+    Raises
+    ------
+    ValueError
+        If ``ct`` is not a 3-D volume, its slices are not axial, or the patient
+        position is decubitus.
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` said so.
+
+    Examples
+    --------
+    A water phantom has no lungs, so no pleural air:
+
+    >>> from napari_pneumoseg import CTVolume
+    >>> pa = find_pleural_air(CTVolume(np.zeros((4, 32, 32)), (5.0, 1.0, 1.0)))
+    >>> pa.volume_ml["total"], pa.warnings[0][:28]
+    (0.0, 'no lungs found in this CT (l')
+    """
+    t0 = time.perf_counter()
+    _check(ct)
+    total, done = 7, 0
+
+    def step(text):
+        nonlocal done
+        check_cancel(cancel)
+        done += 1
+        report(progress, done, total, text)
+
+    check_cancel(cancel)
+    frame = patient_frame(ct)
+    src = np.asarray(ct.hu)
+    hu = frame.view(src)
+    sz, sy, sx = frame.spacing
+    nz, ny, nx = hu.shape
+    f = coarse_step((ny, nx))
+    csp = (sz, sy * f, sx * f)
+    voxel_ml = float(ct.voxel_volume_ml)
+    coarse_ml = sz * sy * f * sx * f / 1000.0
+    warnings: list[str] = []
+    mask_src = np.zeros(src.shape, np.uint8)
+    lungs_src = np.zeros(src.shape, np.uint8)
+    mask, lungs_c = frame.view(mask_src), frame.view(lungs_src)
+
+    coarse = _block_mean(hu, f)
+    radius = max(1, int(round(TABLE_OPENING_MM / (min(csp[1], csp[2])))))
+    body = body_mask(coarse, BODY_HU, opening=radius, close_edges=True)
+    step("found the body")
+
+    sm = _denoised(coarse)
+    air = measure_air(sm, csp)
+    if not air.voxels:
+        warnings.append("too little air around the patient to measure the scan's noise: nominal air "
+                        f"({air.mu:.0f} +/- {air.sigma:.0f} HU) was assumed")
+    t_core = float(min(air.mu + max(CORE_SIGMAS * air.sigma, CORE_MARGIN_HU), CORE_MAX_HU))
+    t_edge = float(0.5 * (air.mean + EDGE_TISSUE_HU))
+    step("measured the air around the patient")
+
+    facts: dict[str, Any] = {
+        "method": "pleural-air", "step": f, "median_px": MEDIAN_PX, "air": air.as_dict(),
+        "core_threshold_hu": round(t_core, 1), "edge_threshold_hu": round(t_edge, 1),
+        "min_pocket_ml": MIN_POCKET_ML, "shell_mm": SHELL_MM, "wall_min_share": WALL_MIN_SHARE,
+        "lung_min_share": LUNG_MIN_SHARE, "spacing_mm": [float(v) for v in ct.spacing],
+    }
+    tree = air_tree(coarse, body)
+    if tree.sum() * coarse_ml < MIN_LUNG_ML:
+        warnings.insert(0, f"no lungs found in this CT (less than {MIN_LUNG_ML:g} mL of air inside the body): "
+                        "no pleural air was looked for; is this a chest CT?")
+        facts["seconds"] = round(time.perf_counter() - t0, 2)
+        return PleuralAir(mask_src, lungs_src, {"left": 0.0, "right": 0.0, "total": 0.0}, [], warnings, facts)
+    airway, carina = find_airway(coarse, tree, body, csp)
+    margin = np.zeros(coarse.shape, bool)
+    if airway.any():
+        disk = _disk(AIRWAY_MARGIN_MM / min(csp[1], csp[2]))
+        for k in np.flatnonzero(airway.any(axis=(1, 2))):
+            margin[k] = ndimage.binary_dilation(airway[k], structure=disk)
+    else:
+        warnings.append("no trachea found: airways were not taken out, so air in a main bronchus may be "
+                        "counted; check the mask near the hila")
+    midline = _midline(airway, carina, body, tree)
+    step("found the lungs and airways")
+
+    # A block with any voxel at or above the edge threshold is not air: the visceral pleura (a
+    # one-voxel bright line) then still parts pleural air from the lung on the coarse grid.
+    cand = body & (sm < t_core) & ~margin & (_block_max(hu, f) < t_edge)
+    del sm
+    thorax = tree | cand
+    for k in np.flatnonzero(thorax.any(axis=(1, 2))):
+        thorax[k] = ndimage.binary_fill_holes(thorax[k])
+    lung = tree & ~cand & ~margin
+    lab, n = ndimage.label(cand)
+    stats = _pocket_stats(lab, n, thorax, lung, body, SHELL_MM / min(csp[1], csp[2]), coarse, cancel)
+    step("judged the air pockets")
+
+    keep = np.zeros(n + 1, bool)
+    pockets = []
+    big_ml = 0.02 * float(tree.sum()) * coarse_ml
+    for s in stats:
+        ml = s["voxels"] * coarse_ml
+        side = "left" if s["x_mean"] > midline else "right"
+        first, last = sorted(frame.source_slice(k, nz) for k in s["slices"])
+        if ml < MIN_POCKET_ML:
+            kept, reason = False, "smaller than the smallest pocket counted"
+        elif s["outside_share"] > OUTSIDE_MAX_SHARE:
+            kept, reason = False, "open to the air around the patient"
+        elif s["wall_share"] < WALL_MIN_SHARE:
+            kept, reason = False, "enclosed by lung: a bulla, emphysema or a bronchus"
+        elif s["lung_share"] < LUNG_MIN_SHARE and ml < big_ml:
+            kept, reason = False, "no lung next to it: outside the pleura (oesophagus, bowel, soft-tissue emphysema)"
+        else:
+            kept, reason = True, "pleural air"
+        keep[s["label"]] = kept
+        pockets.append({"side": side, "volume_ml": round(ml, 2), "slices": [first, last],
+                        "wall_share": round(s["wall_share"], 3), "lung_share": round(s["lung_share"], 3),
+                        "outside_share": round(s["outside_share"], 3), "hu_excess": round(s["hu_mean"] - air.mean, 1),
+                        "hole_share": round(s["hole_share"], 3), "kept": kept, "reason": reason})
+        where = f"{ml:.1f} mL on the {side} (slices {first}-{last})"
+        if not kept and reason.startswith("enclosed") and ml >= BULLA_WARN_ML:
+            warnings.append(f"an air pocket of {where} is enclosed by lung and was taken for a bulla or "
+                            "emphysema, not pleural air: check it")
+        elif kept and s["wall_share"] < WALL_SURE_SHARE:
+            warnings.append(f"an air pocket of {where} barely touches the chest wall: it was counted as pleural "
+                            "air but may be a subpleural bulla")
+        elif kept and s["lung_share"] < LUNG_MIN_SHARE:
+            warnings.append(f"an air pocket of {where} has no aerated lung beside it: a complete collapse, or "
+                            "air outside the pleura: check it")
+    kept_c = keep[lab]
+    del lab
+    step("kept the pleural air")
+
+    # The edge at full resolution, slice by slice, and the thin rims along the wall.
+    # Rims lie between the chest wall (or mediastinum, diaphragm) and the lung: near both.
+    reach_px = RIM_MM / min(csp[1], csp[2]) + 0.5
+    plane = np.zeros((3,) + _disk(reach_px).shape, bool)
+    plane[1] = _disk(reach_px)
+    band_all = ndimage.binary_dilation(body & ~thorax, structure=plane) & ndimage.binary_dilation(lung, structure=plane)
+    band_all &= body
+    t_rim = float(0.5 * (air.mean + t_edge))
+    min_rim_px = int(np.ceil(RIM_MIN_MM2 / (sy * sx)))
+    rims = 0
+    for k in np.flatnonzero(band_all.any(axis=(1, 2)) | kept_c.any(axis=(1, 2))):
+        check_cancel(cancel)
+        band_c = band_all[k]
+        got, rim = _trace_slice(np.asarray(hu[k]), kept_c[k], body[k], margin[k], band_c, f, t_edge, t_rim,
+                                min_rim_px)
+        mask[k] = got
+        rims += rim
+    # Rims on their own must add up to a pocket of their own: a speck on one slice is noise.
+    lab, n = ndimage.label(mask)
+    if n:
+        counts = np.bincount(lab.ravel(), minlength=n + 1)
+        small = counts * voxel_ml < MIN_POCKET_ML
+        small[0] = False
+        mask[small[lab]] = 0
+    del lab
+    facts["rim_voxels_followed"] = int(rims)
+    step("traced its edges")
+
+    lung_side = _split_sides(lung & ~kept_c, midline, coarse_ml)
+    for code, s in ((1, "right"), (2, "left")):
+        up = _upsample(lung_side[s], f, (ny, nx))
+        lungs_c[up] = code
+    volume, thick = {}, {}
+    xs = np.arange(nx)
+    left_half = xs > (midline * f + (f - 1) / 2.0)
+    for s in SIDES:
+        half = left_half if s == "left" else ~left_half
+        volume[s] = float(np.count_nonzero(mask[:, :, half])) * voxel_ml
+    volume["total"] = float(np.count_nonzero(mask)) * voxel_ml
+    for s in SIDES:
+        if volume[s] <= 0:
+            continue
+        half = left_half if s == "left" else ~left_half
+        ks = np.flatnonzero(mask[:, :, half].any(axis=(1, 2)))
+        depth = 0.0
+        for k in ks:
+            m = mask[k][:, half]
+            depth = max(depth, 2.0 * float(ndimage.distance_transform_edt(m, sampling=(sy, sx)).max()))
+        thick[s] = round(depth, 2)
+        if depth < THIN_RIM_MM:
+            warnings.append(f"the pleural air on the {s} ({volume[s]:.1f} mL) is a thin rim, at most "
+                            f"{depth:.1f} mm thick: partial volume makes its edge and volume uncertain")
+    if sz > THICK_SLICE_MM and volume["total"] > 0:
+        warnings.append(f"slices are {sz:g} mm thick: a thin rim is blurred into its neighbours, so its volume "
+                        "is less certain than on thin slices")
+    facts.update({
+        "midline_x_index": float(midline * f + (f - 1) / 2.0), "carina_slice": None if carina is None else int(carina),
+        "airway_found": bool(airway.any()), "pockets_judged": len(pockets),
+        "pockets_kept": int(sum(p["kept"] for p in pockets)), "max_rim_depth_mm": thick,
+        "seconds": round(time.perf_counter() - t0, 2),
+    })
+    step("measured it")
+    return PleuralAir(mask=mask_src, lungs=lungs_src, volume_ml=volume, pockets=pockets, warnings=warnings,
+                      facts=facts)
