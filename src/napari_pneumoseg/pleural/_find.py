@@ -27,6 +27,8 @@ averaged over ``step x step`` pixels in-plane (:func:`~napari_pneumoseg.ct.air.c
    :data:`LUNG_MIN_SHARE` of its shell) is outside the pleura: oesophagus, bowel
    or stomach gas, subcutaneous or mediastinal emphysema, airway above the lungs,
    unless it is itself a lung-sized air space of the thorax (a complete collapse).
+   Free air is as dark as the air around the patient: a pocket more than
+   :data:`HU_EXCESS_MAX` denser on average is emphysema (septa and vessels in it).
    Pockets touching the air around the patient are left out, and so are pockets
    under :data:`MIN_POCKET_ML`.
 4. **Its edge at full resolution.** Each kept pocket is grown, slice by slice and
@@ -45,7 +47,9 @@ replaces their rib-cage model and level set.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +79,8 @@ GROW_PX = 1.0
 RIM_MM = 4.0
 #: ... and a rim piece is dropped if more than this share of its border is air-dark voxels past that band.
 RIM_CUT_MAX = 0.1
+#: ... and its mean must be at least this far (share of the way) from the edge threshold towards air.
+RIM_DARK = 0.3
 #: A rim piece not joined to a pocket's core must cover at least this much of its slice (mm^2).
 RIM_MIN_MM2 = 20.0
 #: The shell around a pocket that decides what it is: this far out, in-plane (mm).
@@ -87,6 +93,9 @@ WALL_SURE_SHARE = 0.3
 LUNG_MIN_SHARE = 0.05
 #: A pocket whose shell touches the air around the patient by more than this share is left out.
 OUTSIDE_MAX_SHARE = 0.1
+#: Free air reads like the air around the patient: a pocket whose mean (on the averaged grid) is more than
+#: this many HU above that air's mean is emphysema or lung with septa and vessels in it, not pleural air.
+HU_EXCESS_MAX = 20.0
 #: Pockets smaller than this (mL) are left out.
 MIN_POCKET_ML = 1.0
 #: A pocket inside the lung at least this large (mL) is named in the warnings (a bulla?).
@@ -95,6 +104,9 @@ BULLA_WARN_ML = 2.0
 THIN_RIM_MM = 4.0
 #: Slices thicker than this (mm) get a warning: partial volume blurs a thin rim.
 THICK_SLICE_MM = 5.0
+
+#: At most this many threads work on slices side by side.
+MAX_THREADS = 4
 
 SIDES = ("left", "right")
 
@@ -182,13 +194,43 @@ def _upsample(mask: np.ndarray, f: int, shape_yx) -> np.ndarray:
     return np.pad(up, pad)
 
 
+def _threads() -> int:
+    """Threads for slice-wise work: SciPy's filters release the GIL, so slices run side by side."""
+    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
+
+
+def _per_slice(fn, ks, cancel=None) -> list:
+    """``[fn(k) for k in ks]`` on :func:`_threads` threads, in order; ``cancel`` is checked per slice."""
+    def run(k):
+        check_cancel(cancel)
+        return fn(k)
+
+    ks = list(ks)
+    if _threads() == 1 or len(ks) < 2:
+        return [run(k) for k in ks]
+    with ThreadPoolExecutor(_threads()) as pool:
+        return list(pool.map(run, ks))
+
+
+def _chunks(n: int) -> list[slice]:
+    """``n`` slices cut into one run of consecutive slices per thread."""
+    bounds = np.linspace(0, n, _threads() + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
 def _denoised(coarse: np.ndarray) -> np.ndarray:
     """The coarse grid median-filtered in-plane (:data:`MEDIAN_PX`): noise down, edges kept in place."""
-    return ndimage.median_filter(coarse, size=(1, MEDIAN_PX, MEDIAN_PX), mode="nearest")
+    out = np.empty_like(coarse)
+
+    def one(sl):
+        out[sl] = ndimage.median_filter(coarse[sl], size=(1, MEDIAN_PX, MEDIAN_PX), mode="nearest")
+
+    _per_slice(one, _chunks(coarse.shape[0]))
+    return out
 
 
 def _pocket_stats(lab: np.ndarray, n: int, thorax: np.ndarray, lung: np.ndarray, body: np.ndarray,
-                  radius_px: float, coarse: np.ndarray, cancel=None) -> list[dict]:
+                  radius_px: float, coarse: np.ndarray, min_voxels: int, cancel=None) -> list[dict]:
     """Per pocket: voxels, slice range and what its in-plane shell holds."""
     disk = _disk(radius_px + 1.0)
     st = np.zeros((3,) + disk.shape, bool)
@@ -197,8 +239,13 @@ def _pocket_stats(lab: np.ndarray, n: int, thorax: np.ndarray, lung: np.ndarray,
     ring1[1] = True
     pad = disk.shape[0] // 2
     out = []
+    counts = np.bincount(lab.ravel(), minlength=n + 1)
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is None:
+            continue
+        if counts[i] < min_voxels:  # too small to count: judged by its size alone
+            out.append({"label": i, "voxels": int(counts[i]), "slices": (int(sl[0].start), int(sl[0].stop - 1)),
+                        "x_mean": 0.5 * (sl[2].start + sl[2].stop - 1), "small": True})
             continue
         check_cancel(cancel)
         box = (sl[0], slice(max(0, sl[1].start - pad), sl[1].stop + pad), slice(max(0, sl[2].start - pad),
@@ -216,6 +263,15 @@ def _pocket_stats(lab: np.ndarray, n: int, thorax: np.ndarray, lung: np.ndarray,
             "hole_share": float(_holes(p).sum() / max(int(p.sum()), 1)),
         })
     return out
+
+
+def _box2(m: np.ndarray, pad: int) -> tuple[slice, slice]:
+    """Bounding box of a 2-D mask grown by ``pad`` pixels (the whole image if the mask is empty)."""
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if not rows.size:
+        return slice(0, m.shape[0]), slice(0, m.shape[1])
+    return (slice(max(0, rows[0] - pad), min(m.shape[0], rows[-1] + 1 + pad)),
+            slice(max(0, cols[0] - pad), min(m.shape[1], cols[-1] + 1 + pad)))
 
 
 def _holes(p: np.ndarray) -> np.ndarray:
@@ -349,7 +405,8 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
 
     coarse = _block_mean(hu, f)
     radius = max(1, int(round(TABLE_OPENING_MM / (min(csp[1], csp[2])))))
-    body = body_mask(coarse, BODY_HU, opening=radius, close_edges=True)
+    body = np.concatenate(_per_slice(lambda sl: body_mask(coarse[sl], BODY_HU, opening=radius, close_edges=True),
+                                     _chunks(nz), cancel))
     step("found the body")
 
     sm = _denoised(coarse)
@@ -390,11 +447,14 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
     cand = body & (sm < t_core) & ~margin & (_block_max(hu, f) < t_edge)
     del sm
     thorax = tree | cand
-    for k in np.flatnonzero(thorax.any(axis=(1, 2))):
+    def fill(k):
         thorax[k] = ndimage.binary_fill_holes(thorax[k])
+
+    _per_slice(fill, np.flatnonzero(thorax.any(axis=(1, 2))), cancel)
     lung = tree & ~cand & ~margin
     lab, n = ndimage.label(cand)
-    stats = _pocket_stats(lab, n, thorax, lung, body, SHELL_MM / min(csp[1], csp[2]), coarse, cancel)
+    stats = _pocket_stats(lab, n, thorax, lung, body, SHELL_MM / min(csp[1], csp[2]), coarse,
+                          int(np.ceil(MIN_POCKET_ML / coarse_ml)), cancel)
     step("judged the air pockets")
 
     keep = np.zeros(n + 1, bool)
@@ -404,12 +464,16 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
         ml = s["voxels"] * coarse_ml
         side = "left" if s["x_mean"] > midline else "right"
         first, last = sorted(frame.source_slice(k, nz) for k in s["slices"])
-        if ml < MIN_POCKET_ML:
-            kept, reason = False, "smaller than the smallest pocket counted"
+        if s.get("small") or ml < MIN_POCKET_ML:
+            pockets.append({"side": side, "volume_ml": round(ml, 2), "slices": [first, last], "kept": False,
+                            "reason": "smaller than the smallest pocket counted"})
+            continue
         elif s["outside_share"] > OUTSIDE_MAX_SHARE:
             kept, reason = False, "open to the air around the patient"
         elif s["wall_share"] < WALL_MIN_SHARE:
             kept, reason = False, "enclosed by lung: a bulla, emphysema or a bronchus"
+        elif s["hu_mean"] - air.mean > HU_EXCESS_MAX:
+            kept, reason = False, "denser than the air around the patient: emphysema or lung, not free air"
         elif s["lung_share"] < LUNG_MIN_SHARE and ml < big_ml:
             kept, reason = False, "no lung next to it: outside the pleura (oesophagus, bowel, soft-tissue emphysema)"
         else:
@@ -420,7 +484,11 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
                         "outside_share": round(s["outside_share"], 3), "hu_excess": round(s["hu_mean"] - air.mean, 1),
                         "hole_share": round(s["hole_share"], 3), "kept": kept, "reason": reason})
         where = f"{ml:.1f} mL on the {side} (slices {first}-{last})"
-        if not kept and reason.startswith("enclosed") and ml >= BULLA_WARN_ML:
+        if not kept and reason.startswith("denser") and ml >= BULLA_WARN_ML:
+            warnings.append(f"an air pocket of {where} against the chest wall reads "
+                            f"{s['hu_mean'] - air.mean:.0f} HU denser than the air around the patient and was taken "
+                            "for emphysema, not pleural air: check it")
+        elif not kept and reason.startswith("enclosed") and ml >= BULLA_WARN_ML:
             warnings.append(f"an air pocket of {where} is enclosed by lung and was taken for a bulla or "
                             "emphysema, not pleural air: check it")
         elif kept and s["wall_share"] < WALL_SURE_SHARE:
@@ -440,47 +508,61 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
     plane[1] = _disk(reach_px)
     band_all = ndimage.binary_dilation(body & ~thorax, structure=plane) & ndimage.binary_dilation(lung, structure=plane)
     band_all &= body
-    t_rim = float(0.5 * (air.mean + t_edge))
+    t_rim = float(t_edge + RIM_DARK * (air.mean - t_edge))
     min_rim_px = int(np.ceil(RIM_MIN_MM2 / (sy * sx)))
-    rims = 0
-    for k in np.flatnonzero(band_all.any(axis=(1, 2)) | kept_c.any(axis=(1, 2))):
-        check_cancel(cancel)
-        band_c = band_all[k]
-        got, rim = _trace_slice(np.asarray(hu[k]), kept_c[k], body[k], margin[k], band_c, f, t_edge, t_rim,
-                                min_rim_px)
-        mask[k] = got
-        rims += rim
-    # Rims on their own must add up to a pocket of their own: a speck on one slice is noise.
-    lab, n = ndimage.label(mask)
-    if n:
-        counts = np.bincount(lab.ravel(), minlength=n + 1)
-        small = counts * voxel_ml < MIN_POCKET_ML
+
+    def trace(k):
+        box = _box2(band_all[k] | kept_c[k], 3 + int(np.ceil(GROW_PX)))
+        cy, cx = box
+        fy, fx = slice(cy.start * f, min(ny, cy.stop * f)), slice(cx.start * f, min(nx, cx.stop * f))
+        got, rim = _trace_slice(np.asarray(hu[k, fy, fx]), kept_c[k][box], body[k][box], margin[k][box],
+                                band_all[k][box], f, t_edge, t_rim, min_rim_px)
+        mask[k, fy, fx] = got
+        return rim
+
+    rims = sum(_per_slice(trace, np.flatnonzero(band_all.any(axis=(1, 2)) | kept_c.any(axis=(1, 2))), cancel))
+    # Rims on their own must add up to a pocket of their own: a speck on one slice is noise. The
+    # pieces are found on the coarse grid (a block is in when any of its voxels is) and sized in voxels.
+    per_block = _block_mean(mask, f)
+    if per_block.any():
+        lab, n = ndimage.label(per_block > 0, structure=np.ones((3, 3, 3), bool))
+        voxels = np.bincount(lab.ravel(), weights=per_block.ravel(), minlength=n + 1) * (f * f)
+        small = voxels * voxel_ml < MIN_POCKET_ML
         small[0] = False
-        mask[small[lab]] = 0
-    del lab
+        if small.any():
+            objects = ndimage.find_objects(lab)
+            for i in np.flatnonzero(small):
+                sl = objects[i - 1]
+                fsl = (sl[0], slice(sl[1].start * f, sl[1].stop * f), slice(sl[2].start * f, sl[2].stop * f))
+                drop = _upsample(lab[sl] == i, f, (fsl[1].stop - fsl[1].start, fsl[2].stop - fsl[2].start))
+                mask[fsl][drop[:, : mask[fsl].shape[1], : mask[fsl].shape[2]]] = 0
+        del lab
     facts["rim_voxels_followed"] = int(rims)
     step("traced its edges")
 
     lung_side = _split_sides(lung & ~kept_c, midline, coarse_ml)
-    for code, s in ((1, "right"), (2, "left")):
-        up = _upsample(lung_side[s], f, (ny, nx))
-        lungs_c[up] = code
+    code = lung_side["right"].astype(np.uint8) + 2 * (lung_side["left"] & ~lung_side["right"]).astype(np.uint8)
+    lungs_c[...] = _upsample(code, f, (ny, nx))
     volume, thick = {}, {}
     xs = np.arange(nx)
     left_half = xs > (midline * f + (f - 1) / 2.0)
+    per_column = np.count_nonzero(mask, axis=(0, 1))
+    slice_columns = mask.any(axis=1)
     for s in SIDES:
-        half = left_half if s == "left" else ~left_half
-        volume[s] = float(np.count_nonzero(mask[:, :, half])) * voxel_ml
-    volume["total"] = float(np.count_nonzero(mask)) * voxel_ml
+        volume[s] = float(per_column[left_half if s == "left" else ~left_half].sum()) * voxel_ml
+    volume["total"] = float(per_column.sum()) * voxel_ml
     for s in SIDES:
         if volume[s] <= 0:
             continue
         half = left_half if s == "left" else ~left_half
-        ks = np.flatnonzero(mask[:, :, half].any(axis=(1, 2)))
-        depth = 0.0
-        for k in ks:
+        ks = np.flatnonzero(slice_columns[:, half].any(axis=1))
+
+        def deepest(k, half=half):
             m = mask[k][:, half]
-            depth = max(depth, 2.0 * float(ndimage.distance_transform_edt(m, sampling=(sy, sx)).max()))
+            by, bx = _box2(m, 1)
+            return 2.0 * float(ndimage.distance_transform_edt(m[by, bx], sampling=(sy, sx)).max())
+
+        depth = max(_per_slice(deepest, ks, cancel), default=0.0)
         thick[s] = round(depth, 2)
         if depth < THIN_RIM_MM:
             warnings.append(f"the pleural air on the {s} ({volume[s]:.1f} mL) is a thin rim, at most "
