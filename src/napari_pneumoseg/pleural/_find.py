@@ -54,9 +54,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
-from ..ct.air import BODY_HU, TABLE_OPENING_MM, body_mask, coarse_step
+from ..ct.air import BODY_HU, LUNG_HU, TABLE_OPENING_MM, body_mask, coarse_step
 from ..ct.frame import patient_frame
 from ..ct.lungs import AIRWAY_MARGIN_MM, MIN_LUNG_ML, _disk, _midline, _split_sides, air_tree, find_airway
 from ..ct.noise import measure_air
@@ -76,13 +76,20 @@ EDGE_TISSUE_HU = -300.0
 #: threshold (4-connected: a bright line of 8-connected voxels stops it).
 GROW_PX = 1.0
 #: Thin rims are followed along the tissue outside the thorax, at most this far from it (mm) ...
-RIM_MM = 4.0
+RIM_MM = 8.0
 #: ... and a rim piece is dropped if more than this share of its border is air-dark voxels past that band.
 RIM_CUT_MAX = 0.1
 #: ... and its mean must be at least this far (share of the way) from the edge threshold towards air.
 RIM_DARK = 0.3
 #: A rim piece not joined to a pocket's core must cover at least this much of its slice (mm^2).
 RIM_MIN_MM2 = 20.0
+#: A rim on its own needs lung around it, within this distance (mm) ...
+RIM_LUNG_MM = 3.0
+#: ... making up at least this share of that ring (a sliver of lung at the bases has tissue around it).
+RIM_LUNG_SHARE = 0.2
+#: Holes in the traced air of at most this many pixels are noise and are filled; larger ones (a lung the air
+#: surrounds) are not.
+HOLE_MAX_PX = 16
 #: The shell around a pocket that decides what it is: this far out, in-plane (mm).
 SHELL_MM = 3.0
 #: A pocket is against the chest wall if at least this share of its shell is outside the thorax.
@@ -93,15 +100,17 @@ WALL_SURE_SHARE = 0.3
 LUNG_MIN_SHARE = 0.05
 #: A pocket whose shell touches the air around the patient by more than this share is left out.
 OUTSIDE_MAX_SHARE = 0.1
-#: Free air reads like the air around the patient: a pocket whose mean (on the averaged grid) is more than
-#: this many HU above that air's mean is emphysema or lung with septa and vessels in it, not pleural air.
+#: Free air reads like the air around the patient: a pocket whose darker part (this percentile of its
+#: values on the averaged grid; its edges, blurred by partial volume, are the brighter part) ...
+HU_PERCENTILE = 25.0
+#: ... is more than this many HU above that air's mean is emphysema or lung with septa and vessels in it.
 HU_EXCESS_MAX = 20.0
 #: Pockets smaller than this (mL) are left out.
 MIN_POCKET_ML = 1.0
 #: A pocket inside the lung at least this large (mL) is named in the warnings (a bulla?).
 BULLA_WARN_ML = 2.0
 #: Pleural air of a side whose thickest layer is under this (mm) is a thin rim: a warning says so.
-THIN_RIM_MM = 4.0
+THIN_RIM_MM = 8.0
 #: Slices thicker than this (mm) get a warning: partial volume blurs a thin rim.
 THICK_SLICE_MM = 5.0
 
@@ -259,7 +268,7 @@ def _pocket_stats(lab: np.ndarray, n: int, thorax: np.ndarray, lung: np.ndarray,
             "lung_share": float((shell & lung[box]).sum() / n_shell),
             "outside_share": float((shell & ~body[box]).sum() / n_shell),
             "x_mean": float(np.nonzero(p)[2].mean() + box[2].start),
-            "hu_mean": float(coarse[box][p].mean()),
+            "hu_mean": float(np.percentile(coarse[box][p], HU_PERCENTILE)),
             "hole_share": float(_holes(p).sum() / max(int(p.sum()), 1)),
         })
     return out
@@ -283,8 +292,21 @@ def _holes(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def _fill_specks(m: np.ndarray) -> np.ndarray:
+    """Fill holes of at most :data:`HOLE_MAX_PX` pixels (noise inside the air), not the lung it may surround."""
+    holes = ndimage.binary_fill_holes(m) & ~m
+    if not holes.any():
+        return m
+    lab, n = ndimage.label(holes)
+    size = np.bincount(lab.ravel(), minlength=n + 1)
+    fill = size <= HOLE_MAX_PX
+    fill[0] = False
+    return m | fill[lab]
+
+
 def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margin_c: np.ndarray,
-                 band_c: np.ndarray, f: int, t_edge: float, t_rim: float, min_rim_px: int) -> tuple[np.ndarray, int]:
+                 band_c: np.ndarray, f: int, t_edge: float, t_rim: float, min_rim_px: int,
+                 spacing_yx) -> tuple[np.ndarray, int]:
     """Pleural air of one slice at full resolution, from its coarse core; and how many rim voxels were added.
 
     The core grows by :data:`GROW_PX` coarse pixels through voxels below ``t_edge``
@@ -293,8 +315,9 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
     chest wall, mediastinum, diaphragm). A piece is kept only if tissue, not the band's
     limit, bounds it (at most :data:`RIM_CUT_MAX` of its border is air-dark voxels left
     outside the band), so lung touching the wall with no visceral pleura between is not
-    taken. A piece not joined to a core must also be at least ``min_rim_px`` voxels and
-    darker than ``t_rim`` on average.
+    taken. A piece not joined to a core must also be at least ``min_rim_px`` voxels,
+    darker than ``t_rim`` on average, and have lung (not only tissue) within
+    :data:`RIM_LUNG_MM` around it: at least :data:`RIM_LUNG_SHARE` of that ring.
     """
     ny, nx = hu_k.shape
     body = _upsample(body_c, f, (ny, nx))
@@ -324,12 +347,26 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
         size = ndimage.sum_labels(extra, plab, idx)
         mean = ndimage.mean(hu_k, plab, idx)
         joined = ndimage.sum_labels(ndimage.binary_dilation(got), plab, idx) > 0 if got.any() else np.zeros(n, bool)
+        cut_ok = n_cut <= RIM_CUT_MAX * np.maximum(n_border, 1)
         ok = np.zeros(n + 1, bool)
-        ok[1:] = (n_cut <= RIM_CUT_MAX * np.maximum(n_border, 1)) & (joined | ((size >= min_rim_px) & (mean < t_rim)))
+        ok[1:] = cut_ok & joined
+        # A rim on its own lies against the lung, across its visceral pleura: lung within a few pixels.
+        # A sliver of lung itself (at the bases, between the diaphragm and the wall) has tissue around it.
+        disk = _disk(max(2.0, RIM_LUNG_MM / min(spacing_yx)))
+        pad = disk.shape[0]
+        objects = ndimage.find_objects(plab)
+        for i in np.flatnonzero(cut_ok & ~joined & (size >= min_rim_px) & (mean < t_rim)) + 1:
+            sl = objects[i - 1]
+            box = tuple(slice(max(0, a.start - pad), a.stop + pad) for a in sl)
+            piece = plab[box] == i
+            ring = ndimage.binary_dilation(piece, structure=disk) & ~piece & ~got[box]
+            h = hu_k[box]
+            lungish = ring & (h > LUNG_HU[0]) & (h < t_edge)
+            ok[i] = lungish.sum() >= RIM_LUNG_SHARE * max(int(ring.sum()), 1)
         keep = ok[plab]
         added = int(keep.sum())
         got |= keep
-    return ndimage.binary_fill_holes(got) & body, added
+    return _fill_specks(got) & body, added
 
 
 def _check(ct) -> None:
@@ -457,6 +494,8 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
                           int(np.ceil(MIN_POCKET_ML / coarse_ml)), cancel)
     step("judged the air pockets")
 
+    # The same percentile of the air around the patient, on the same grid.
+    air_low = float(air.mu + air.sigma * special.ndtri(HU_PERCENTILE / 100.0))
     keep = np.zeros(n + 1, bool)
     pockets = []
     big_ml = 0.02 * float(tree.sum()) * coarse_ml
@@ -472,7 +511,7 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
             kept, reason = False, "open to the air around the patient"
         elif s["wall_share"] < WALL_MIN_SHARE:
             kept, reason = False, "enclosed by lung: a bulla, emphysema or a bronchus"
-        elif s["hu_mean"] - air.mean > HU_EXCESS_MAX:
+        elif s["hu_mean"] - air_low > HU_EXCESS_MAX:
             kept, reason = False, "denser than the air around the patient: emphysema or lung, not free air"
         elif s["lung_share"] < LUNG_MIN_SHARE and ml < big_ml:
             kept, reason = False, "no lung next to it: outside the pleura (oesophagus, bowel, soft-tissue emphysema)"
@@ -481,12 +520,12 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
         keep[s["label"]] = kept
         pockets.append({"side": side, "volume_ml": round(ml, 2), "slices": [first, last],
                         "wall_share": round(s["wall_share"], 3), "lung_share": round(s["lung_share"], 3),
-                        "outside_share": round(s["outside_share"], 3), "hu_excess": round(s["hu_mean"] - air.mean, 1),
+                        "outside_share": round(s["outside_share"], 3), "hu_excess": round(s["hu_mean"] - air_low, 1),
                         "hole_share": round(s["hole_share"], 3), "kept": kept, "reason": reason})
         where = f"{ml:.1f} mL on the {side} (slices {first}-{last})"
         if not kept and reason.startswith("denser") and ml >= BULLA_WARN_ML:
             warnings.append(f"an air pocket of {where} against the chest wall reads "
-                            f"{s['hu_mean'] - air.mean:.0f} HU denser than the air around the patient and was taken "
+                            f"{s['hu_mean'] - air_low:.0f} HU denser than the air around the patient and was taken "
                             "for emphysema, not pleural air: check it")
         elif not kept and reason.startswith("enclosed") and ml >= BULLA_WARN_ML:
             warnings.append(f"an air pocket of {where} is enclosed by lung and was taken for a bulla or "
@@ -516,7 +555,7 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
         cy, cx = box
         fy, fx = slice(cy.start * f, min(ny, cy.stop * f)), slice(cx.start * f, min(nx, cx.stop * f))
         got, rim = _trace_slice(np.asarray(hu[k, fy, fx]), kept_c[k][box], body[k][box], margin[k][box],
-                                band_all[k][box], f, t_edge, t_rim, min_rim_px)
+                                band_all[k][box], f, t_edge, t_rim, min_rim_px, (sy, sx))
         mask[k, fy, fx] = got
         return rim
 
