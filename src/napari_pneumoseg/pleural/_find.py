@@ -51,7 +51,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from scipy import ndimage, special
@@ -87,6 +87,10 @@ RIM_MIN_MM2 = 20.0
 RIM_LUNG_MM = 3.0
 #: ... making up at least this share of that ring (a sliver of lung at the bases has tissue around it).
 RIM_LUNG_SHARE = 0.2
+#: A rim piece with at least this share of its voxels within 2 pixels of a neighbouring slice's air continues it.
+SEED_OVERLAP = 0.6
+#: Passes that join rim pieces to the pleural air of the neighbouring slices.
+Z_PASSES = 3
 #: Holes in the traced air of at most this many pixels are noise and are filled; larger ones (a lung the air
 #: surrounds) are not.
 HOLE_MAX_PX = 16
@@ -306,7 +310,7 @@ def _fill_specks(m: np.ndarray) -> np.ndarray:
 
 def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margin_c: np.ndarray,
                  band_c: np.ndarray, f: int, t_edge: float, t_rim: float, min_rim_px: int,
-                 spacing_yx) -> tuple[np.ndarray, int]:
+                 spacing_yx, seed: Optional[np.ndarray] = None) -> tuple[np.ndarray, int]:
     """Pleural air of one slice at full resolution, from its coarse core; and how many rim voxels were added.
 
     The core grows by :data:`GROW_PX` coarse pixels through voxels below ``t_edge``
@@ -318,6 +322,8 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
     taken. A piece not joined to a core must also be at least ``min_rim_px`` voxels,
     darker than ``t_rim`` on average, and have lung (not only tissue) within
     :data:`RIM_LUNG_MM` around it: at least :data:`RIM_LUNG_SHARE` of that ring.
+    A piece lying mostly (:data:`SEED_OVERLAP`) within 2 pixels of ``seed`` (the pleural
+    air of the neighbouring slices) continues that air and counts as joined.
     """
     ny, nx = hu_k.shape
     body = _upsample(body_c, f, (ny, nx))
@@ -347,15 +353,20 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
         size = ndimage.sum_labels(extra, plab, idx)
         mean = ndimage.mean(hu_k, plab, idx)
         joined = ndimage.sum_labels(ndimage.binary_dilation(got), plab, idx) > 0 if got.any() else np.zeros(n, bool)
+        if seed is not None and seed.any():  # a rim continuing from the next slice lies where that rim was
+            near_seed = ndimage.binary_dilation(seed, structure=_disk(2.0))
+            seeded = ndimage.sum_labels(near_seed, plab, idx) >= SEED_OVERLAP * size
+        else:
+            seeded = np.zeros(n, bool)
         cut_ok = n_cut <= RIM_CUT_MAX * np.maximum(n_border, 1)
         ok = np.zeros(n + 1, bool)
-        ok[1:] = cut_ok & joined
+        ok[1:] = cut_ok & (joined | seeded)
         # A rim on its own lies against the lung, across its visceral pleura: lung within a few pixels.
         # A sliver of lung itself (at the bases, between the diaphragm and the wall) has tissue around it.
         disk = _disk(max(2.0, RIM_LUNG_MM / min(spacing_yx)))
         pad = disk.shape[0]
         objects = ndimage.find_objects(plab)
-        for i in np.flatnonzero(cut_ok & ~joined & (size >= min_rim_px) & (mean < t_rim)) + 1:
+        for i in np.flatnonzero(cut_ok & ~joined & ~seeded & (size >= min_rim_px) & (mean < t_rim)) + 1:
             sl = objects[i - 1]
             box = tuple(slice(max(0, a.start - pad), a.stop + pad) for a in sl)
             piece = plab[box] == i
@@ -550,16 +561,44 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
     t_rim = float(t_edge + RIM_DARK * (air.mean - t_edge))
     min_rim_px = int(np.ceil(RIM_MIN_MM2 / (sy * sx)))
 
-    def trace(k):
+    def trace(k, seeded=False):
         box = _box2(band_all[k] | kept_c[k], 3 + int(np.ceil(GROW_PX)))
         cy, cx = box
         fy, fx = slice(cy.start * f, min(ny, cy.stop * f)), slice(cx.start * f, min(nx, cx.stop * f))
+        seed = None
+        if seeded:
+            seed = np.zeros((fy.stop - fy.start, fx.stop - fx.start), bool)
+            for j in (k - 1, k + 1):
+                if 0 <= j < nz:
+                    seed |= mask[j, fy, fx] > 0
         got, rim = _trace_slice(np.asarray(hu[k, fy, fx]), kept_c[k][box], body[k][box], margin[k][box],
-                                band_all[k][box], f, t_edge, t_rim, min_rim_px, (sy, sx))
-        mask[k, fy, fx] = got
-        return rim
+                                band_all[k][box], f, t_edge, t_rim, min_rim_px, (sy, sx), seed)
+        return k, (fy, fx), got, rim
 
-    rims = sum(_per_slice(trace, np.flatnonzero(band_all.any(axis=(1, 2)) | kept_c.any(axis=(1, 2))), cancel))
+    todo = np.flatnonzero(band_all.any(axis=(1, 2)) | kept_c.any(axis=(1, 2)))
+    rims = 0
+    for k, (fy, fx), got, rim in _per_slice(trace, todo, cancel):
+        mask[k, fy, fx] = got
+        rims += rim
+    # Rims continue from slice to slice: a piece touching the air of a neighbouring slice is joined
+    # to it. Each pass reads the mask as the last pass left it, so results do not depend on threads.
+    for _ in range(Z_PASSES):
+        has = mask.any(axis=(1, 2))
+        near = np.zeros(nz, bool)
+        near[:-1] |= has[1:]
+        near[1:] |= has[:-1]
+        ks = todo[near[todo]]
+        if not ks.size:
+            break
+        results = _per_slice(lambda k: trace(k, seeded=True), ks, cancel)
+        changed = False
+        for k, (fy, fx), got, _ in results:
+            if (got != (mask[k, fy, fx] > 0)).any():
+                changed = True
+            mask[k, fy, fx] = got
+        if not changed:
+            break
+
     # Rims on their own must add up to a pocket of their own: a speck on one slice is noise. The
     # pieces are found on the coarse grid (a block is in when any of its voxels is) and sized in voxels.
     per_block = _block_mean(mask, f)
