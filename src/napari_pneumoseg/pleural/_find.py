@@ -59,7 +59,7 @@ from scipy import ndimage, special
 from ..ct.air import BODY_HU, LUNG_HU, TABLE_OPENING_MM, body_mask, coarse_step
 from ..ct.frame import patient_frame
 from ..ct.lungs import AIRWAY_MARGIN_MM, MIN_LUNG_ML, _disk, _midline, _split_sides, air_tree, find_airway
-from ..ct.noise import measure_air
+from ..ct.noise import RING_MM, measure_air
 from ..progress import check_cancel, report
 
 #: The coarse grid is median-filtered in-plane over this many pixels a side before air is told from lung.
@@ -310,8 +310,11 @@ def _fill_specks(m: np.ndarray) -> np.ndarray:
 
 def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margin_c: np.ndarray,
                  band_c: np.ndarray, f: int, t_edge: float, t_rim: float, min_rim_px: int,
-                 spacing_yx, seed: Optional[np.ndarray] = None) -> tuple[np.ndarray, int]:
-    """Pleural air of one slice at full resolution, from its coarse core; and how many rim voxels were added.
+                 spacing_yx) -> tuple[np.ndarray, int, Optional[np.ndarray]]:
+    """Pleural air of one slice at full resolution, from its coarse core.
+
+    Returns the slice's pleural air, how many rim voxels were added, and the rim
+    pieces left out that a neighbouring slice's air may still join (None if none).
 
     The core grows by :data:`GROW_PX` coarse pixels through voxels below ``t_edge``
     (its partial-volume edge). Then thin rims: 4-connected pieces of voxels below
@@ -322,8 +325,8 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
     taken. A piece not joined to a core must also be at least ``min_rim_px`` voxels,
     darker than ``t_rim`` on average, and have lung (not only tissue) within
     :data:`RIM_LUNG_MM` around it: at least :data:`RIM_LUNG_SHARE` of that ring.
-    A piece lying mostly (:data:`SEED_OVERLAP`) within 2 pixels of ``seed`` (the pleural
-    air of the neighbouring slices) continues that air and counts as joined.
+    Pieces bounded by tissue and dark enough but left out are returned as pending:
+    :func:`_join_pending` adds those that continue a neighbouring slice's air.
     """
     ny, nx = hu_k.shape
     body = _upsample(body_c, f, (ny, nx))
@@ -340,7 +343,7 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
     band = _upsample(band_c, f, (ny, nx))
     cand = (low & band) | got
     plab, n = ndimage.label(cand & ~got)
-    added = 0
+    added, pending = 0, None
     if n:
         extra = plab > 0
         reach = cand
@@ -353,20 +356,15 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
         size = ndimage.sum_labels(extra, plab, idx)
         mean = ndimage.mean(hu_k, plab, idx)
         joined = ndimage.sum_labels(ndimage.binary_dilation(got), plab, idx) > 0 if got.any() else np.zeros(n, bool)
-        if seed is not None and seed.any():  # a rim continuing from the next slice lies where that rim was
-            near_seed = ndimage.binary_dilation(seed, structure=_disk(2.0))
-            seeded = ndimage.sum_labels(near_seed, plab, idx) >= SEED_OVERLAP * size
-        else:
-            seeded = np.zeros(n, bool)
         cut_ok = n_cut <= RIM_CUT_MAX * np.maximum(n_border, 1)
         ok = np.zeros(n + 1, bool)
-        ok[1:] = cut_ok & (joined | seeded)
+        ok[1:] = cut_ok & joined
         # A rim on its own lies against the lung, across its visceral pleura: lung within a few pixels.
         # A sliver of lung itself (at the bases, between the diaphragm and the wall) has tissue around it.
         disk = _disk(max(2.0, RIM_LUNG_MM / min(spacing_yx)))
         pad = disk.shape[0]
         objects = ndimage.find_objects(plab)
-        for i in np.flatnonzero(cut_ok & ~joined & ~seeded & (size >= min_rim_px) & (mean < t_rim)) + 1:
+        for i in np.flatnonzero(cut_ok & ~joined & (size >= min_rim_px) & (mean < t_rim)) + 1:
             sl = objects[i - 1]
             box = tuple(slice(max(0, a.start - pad), a.stop + pad) for a in sl)
             piece = plab[box] == i
@@ -376,8 +374,25 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
             ok[i] = lungish.sum() >= RIM_LUNG_SHARE * max(int(ring.sum()), 1)
         keep = ok[plab]
         added = int(keep.sum())
+        left = np.zeros(n + 1, bool)
+        left[1:] = cut_ok & ~ok[1:] & (mean < t_rim)
+        if left.any():
+            pending = left[plab]
         got |= keep
-    return _fill_specks(got) & body, added
+    return _fill_specks(got) & body, added, pending
+
+
+def _join_pending(pending: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """The pending rim pieces of a slice that continue the air of its neighbours: pieces with at
+    least :data:`SEED_OVERLAP` of their voxels within 2 pixels of ``seed``."""
+    lab, n = ndimage.label(pending)
+    if not n or not seed.any():
+        return np.zeros(pending.shape, bool)
+    idx = np.arange(1, n + 1)
+    near = ndimage.binary_dilation(seed, structure=_disk(2.0))
+    ok = np.zeros(n + 1, bool)
+    ok[1:] = ndimage.sum_labels(near, lab, idx) >= SEED_OVERLAP * ndimage.sum_labels(pending, lab, idx)
+    return ok[lab]
 
 
 def _check(ct) -> None:
@@ -430,8 +445,14 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
     _check(ct)
     total, done = 7, 0
 
+    timing: dict[str, float] = {}
+    mark = [t0]
+
     def step(text):
         nonlocal done
+        now = time.perf_counter()
+        timing[text] = round(now - mark[0], 3)
+        mark[0] = now
         check_cancel(cancel)
         done += 1
         report(progress, done, total, text)
@@ -457,7 +478,11 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
                                      _chunks(nz), cancel))
     step("found the body")
 
-    sm = _denoised(coarse)
+    # Only the body and the ring of air around it (measure_air looks up to RING_MM[1] outside) need it.
+    ring_px = int(np.ceil(RING_MM[1] / min(csp[1], csp[2]))) + 2
+    by, bx = _box2(body.any(axis=0), ring_px)
+    sm = coarse.copy()
+    sm[:, by, bx] = _denoised(np.ascontiguousarray(coarse[:, by, bx]))
     air = measure_air(sm, csp)
     if not air.voxels:
         warnings.append("too little air around the patient to measure the scan's noise: nominal air "
@@ -553,51 +578,55 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
 
     # The edge at full resolution, slice by slice, and the thin rims along the wall.
     # Rims lie between the chest wall (or mediastinum, diaphragm) and the lung: near both.
-    reach_px = RIM_MM / min(csp[1], csp[2]) + 0.5
-    plane = np.zeros((3,) + _disk(reach_px).shape, bool)
-    plane[1] = _disk(reach_px)
-    band_all = ndimage.binary_dilation(body & ~thorax, structure=plane) & ndimage.binary_dilation(lung, structure=plane)
+    # (A square band, RIM_MM to the side: maximum filters are separable and fast.)
+    width = (1, 2 * int(np.ceil(RIM_MM / csp[1])) + 1, 2 * int(np.ceil(RIM_MM / csp[2])) + 1)
+    band_all = ndimage.maximum_filter((body & ~thorax).view(np.uint8), size=width).view(bool)
+    band_all &= ndimage.maximum_filter(lung.view(np.uint8), size=width).view(bool)
     band_all &= body
     t_rim = float(t_edge + RIM_DARK * (air.mean - t_edge))
     min_rim_px = int(np.ceil(RIM_MIN_MM2 / (sy * sx)))
 
-    def trace(k, seeded=False):
+    def trace(k):
         box = _box2(band_all[k] | kept_c[k], 3 + int(np.ceil(GROW_PX)))
         cy, cx = box
         fy, fx = slice(cy.start * f, min(ny, cy.stop * f)), slice(cx.start * f, min(nx, cx.stop * f))
-        seed = None
-        if seeded:
-            seed = np.zeros((fy.stop - fy.start, fx.stop - fx.start), bool)
-            for j in (k - 1, k + 1):
-                if 0 <= j < nz:
-                    seed |= mask[j, fy, fx] > 0
-        got, rim = _trace_slice(np.asarray(hu[k, fy, fx]), kept_c[k][box], body[k][box], margin[k][box],
-                                band_all[k][box], f, t_edge, t_rim, min_rim_px, (sy, sx), seed)
-        return k, (fy, fx), got, rim
+        got, rim, left_out = _trace_slice(np.asarray(hu[k, fy, fx]), kept_c[k][box], body[k][box], margin[k][box],
+                                          band_all[k][box], f, t_edge, t_rim, min_rim_px, (sy, sx))
+        return k, (fy, fx), got, rim, left_out
 
     todo = np.flatnonzero(band_all.any(axis=(1, 2)) | kept_c.any(axis=(1, 2)))
     rims = 0
-    for k, (fy, fx), got, rim in _per_slice(trace, todo, cancel):
-        mask[k, fy, fx] = got
+    pending: dict[int, tuple] = {}
+    for k, crop, got, rim, left_out in _per_slice(trace, todo, cancel):
+        mask[k][crop] = got
         rims += rim
-    # Rims continue from slice to slice: a piece touching the air of a neighbouring slice is joined
-    # to it. Each pass reads the mask as the last pass left it, so results do not depend on threads.
+        if left_out is not None:
+            pending[k] = (crop, left_out)
+    # Rims continue from slice to slice: a piece left out that lies where the next slice's air is
+    # joins it. Each pass reads the mask as the last pass left it, so threads do not change results.
+    changed = mask.any(axis=(1, 2))
     for _ in range(Z_PASSES):
-        has = mask.any(axis=(1, 2))
-        near = np.zeros(nz, bool)
-        near[:-1] |= has[1:]
-        near[1:] |= has[:-1]
-        ks = todo[near[todo]]
-        if not ks.size:
+        ks = [k for k in pending if (k > 0 and changed[k - 1]) or (k + 1 < nz and changed[k + 1])]
+        if not ks:
             break
-        results = _per_slice(lambda k: trace(k, seeded=True), ks, cancel)
-        changed = False
-        for k, (fy, fx), got, _ in results:
-            if (got != (mask[k, fy, fx] > 0)).any():
-                changed = True
-            mask[k, fy, fx] = got
-        if not changed:
-            break
+
+        def join(k):
+            crop, left_out = pending[k]
+            seed = np.zeros(left_out.shape, bool)
+            for j in (k - 1, k + 1):
+                if 0 <= j < nz:
+                    seed |= mask[j][crop] > 0
+            return k, _join_pending(left_out, seed)
+
+        results = _per_slice(join, ks, cancel)
+        changed = np.zeros(nz, bool)
+        for k, add in results:
+            if add.any():
+                crop, left_out = pending[k]
+                mask[k][crop] |= add.astype(np.uint8)
+                pending[k] = (crop, left_out & ~add)
+                changed[k] = True
+                rims += int(add.sum())
 
     # Rims on their own must add up to a pocket of their own: a speck on one slice is noise. The
     # pieces are found on the coarse grid (a block is in when any of its voxels is) and sized in voxels.
@@ -652,7 +681,7 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
         "midline_x_index": float(midline * f + (f - 1) / 2.0), "carina_slice": None if carina is None else int(carina),
         "airway_found": bool(airway.any()), "pockets_judged": len(pockets),
         "pockets_kept": int(sum(p["kept"] for p in pockets)), "max_rim_depth_mm": thick,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(time.perf_counter() - t0, 2), "seconds_by_step": timing,
     })
     step("measured it")
     return PleuralAir(mask=mask_src, lungs=lungs_src, volume_ml=volume, pockets=pockets, warnings=warnings,
