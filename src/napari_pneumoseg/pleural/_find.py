@@ -32,9 +32,12 @@ averaged over ``step x step`` pixels in-plane (:func:`~napari_pneumoseg.ct.air.c
    Pockets touching the air around the patient are left out, and so are pockets
    under :data:`MIN_POCKET_ML`.
 4. **Its edge at full resolution.** Each kept pocket is grown, slice by slice and
-   by at most ``2 * step`` pixels, through voxels below the edge threshold: half-way
-   between the air's mean and :data:`EDGE_TISSUE_HU`, where a voxel is more air
-   than tissue. The visceral pleura (a bright line) and the chest wall stop it.
+   by at most :data:`GROW_PX` coarse pixels, through voxels more air than tissue:
+   below half-way between the air's mean and the brightest voxel within 2 pixels
+   (at most :data:`EDGE_TISSUE_HU`). The visceral pleura (a bright line) and the
+   chest wall stop it. Thin rims along the wall are then followed (see
+   :func:`_trace_slice`), and rim pieces that continue the air of the next slice
+   join it.
 
 Pockets it is unsure of (a large pocket inside the lung, a pocket whose shell is
 barely outside the thorax, a thin rim, a pneumothorax without lung beside it) are
@@ -330,13 +333,19 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
     """
     ny, nx = hu_k.shape
     body = _upsample(body_c, f, (ny, nx))
+    # Half-way between air and what lies beside it: the brightest voxel within 2 pixels, but no
+    # brighter than EDGE_TISSUE_HU. Next to the visceral pleura or the wall that is t_edge; next to
+    # lung with no pleura showing it is nearer the air, so the lung's edge is not taken.
+    air_mean = 2.0 * t_edge - EDGE_TISSUE_HU
+    beside = np.minimum(ndimage.maximum_filter(hu_k, size=5), EDGE_TISSUE_HU)
     low = (hu_k < t_edge) & body
+    edge_low = low & (hu_k < 0.5 * (air_mean + beside))
     if margin_c.any():
         low &= ~_upsample(margin_c, f, (ny, nx))
     got = np.zeros((ny, nx), bool)
     if core_c.any():
         core = _upsample(core_c, f, (ny, nx)) & body
-        near = ndimage.binary_dilation(core, structure=_disk(GROW_PX * f)) & (low | core)
+        near = ndimage.binary_dilation(core, structure=_disk(GROW_PX * f)) & (edge_low | core)
         lab, _ = ndimage.label(near)
         ids = np.unique(lab[core])
         got = np.isin(lab, ids[ids > 0])
