@@ -336,14 +336,14 @@ def _trace_slice(hu_k: np.ndarray, core_c: np.ndarray, body_c: np.ndarray, margi
     # Half-way between air and what lies beside it: the brightest voxel within 2 pixels, but no
     # brighter than EDGE_TISSUE_HU. Next to the visceral pleura or the wall that is t_edge; next to
     # lung with no pleura showing it is nearer the air, so the lung's edge is not taken.
-    air_mean = 2.0 * t_edge - EDGE_TISSUE_HU
-    beside = np.minimum(ndimage.maximum_filter(hu_k, size=5), EDGE_TISSUE_HU)
     low = (hu_k < t_edge) & body
-    edge_low = low & (hu_k < 0.5 * (air_mean + beside))
     if margin_c.any():
         low &= ~_upsample(margin_c, f, (ny, nx))
     got = np.zeros((ny, nx), bool)
     if core_c.any():
+        air_mean = 2.0 * t_edge - EDGE_TISSUE_HU
+        beside = np.minimum(ndimage.maximum_filter(hu_k, size=5), EDGE_TISSUE_HU)
+        edge_low = low & (hu_k < 0.5 * (air_mean + beside))
         core = _upsample(core_c, f, (ny, nx)) & body
         near = ndimage.binary_dilation(core, structure=_disk(GROW_PX * f)) & (edge_low | core)
         lab, _ = ndimage.label(near)
