@@ -79,7 +79,7 @@ def main() -> int:
     settle(1.0)
     path = out / "pleural_air.png"
     imsave(path, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
-    print(f"wrote {path}; slice {k}; {result.metadata.get('volume_ml')}")
+    print(f"wrote {path}; slice {k}; {result.metadata['pneumoseg_result']['volume_ml']}")
     viewer.close()
     return 0
 

@@ -61,7 +61,7 @@ from scipy import ndimage, special
 
 from ..ct.air import BODY_HU, LUNG_HU, TABLE_OPENING_MM, body_mask, coarse_step
 from ..ct.frame import patient_frame
-from ..ct.lungs import AIRWAY_MARGIN_MM, MIN_LUNG_ML, _disk, _midline, _split_sides, air_tree, find_airway
+from ..ct.lungs import AIRWAY_MARGIN_MM, MIN_LUNG_ML, _box, _disk, _midline, _split_sides, air_tree, find_airway
 from ..ct.noise import RING_MM, measure_air
 from ..progress import check_cancel, report
 
@@ -281,15 +281,6 @@ def _pocket_stats(lab: np.ndarray, n: int, thorax: np.ndarray, lung: np.ndarray,
     return out
 
 
-def _box2(m: np.ndarray, pad: int) -> tuple[slice, slice]:
-    """Bounding box of a 2-D mask grown by ``pad`` pixels (the whole image if the mask is empty)."""
-    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
-    if not rows.size:
-        return slice(0, m.shape[0]), slice(0, m.shape[1])
-    return (slice(max(0, rows[0] - pad), min(m.shape[0], rows[-1] + 1 + pad)),
-            slice(max(0, cols[0] - pad), min(m.shape[1], cols[-1] + 1 + pad)))
-
-
 def _holes(p: np.ndarray) -> np.ndarray:
     """Per slice, what hole filling adds to a 3-D mask (vessels or septa inside a pocket)."""
     out = np.zeros(p.shape, bool)
@@ -489,7 +480,7 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
 
     # Only the body and the ring of air around it (measure_air looks up to RING_MM[1] outside) need it.
     ring_px = int(np.ceil(RING_MM[1] / min(csp[1], csp[2]))) + 2
-    by, bx = _box2(body.any(axis=0), ring_px)
+    by, bx = _box(body.any(axis=0), (ring_px, ring_px)) or (slice(None), slice(None))
     sm = coarse.copy()
     sm[:, by, bx] = _denoised(np.ascontiguousarray(coarse[:, by, bx]))
     air = measure_air(sm, csp)
@@ -596,7 +587,7 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
     min_rim_px = int(np.ceil(RIM_MIN_MM2 / (sy * sx)))
 
     def trace(k):
-        box = _box2(band_all[k] | kept_c[k], 3 + int(np.ceil(GROW_PX)))
+        box = _box(band_all[k] | kept_c[k], (3 + int(np.ceil(GROW_PX)),) * 2)  # never empty here
         cy, cx = box
         fy, fx = slice(cy.start * f, min(ny, cy.stop * f)), slice(cx.start * f, min(nx, cx.stop * f))
         got, rim, left_out = _trace_slice(np.asarray(hu[k, fy, fx]), kept_c[k][box], body[k][box], margin[k][box],
@@ -675,7 +666,7 @@ def find_pleural_air(ct, *, progress=None, cancel=None) -> PleuralAir:
 
         def deepest(k, half=half):
             m = mask[k][:, half]
-            by, bx = _box2(m, 1)
+            by, bx = _box(m, (1, 1))  # k holds air on this side
             return 2.0 * float(ndimage.distance_transform_edt(m[by, bx], sampling=(sy, sx)).max())
 
         depth = max(_per_slice(deepest, ks, cancel), default=0.0)
