@@ -11,6 +11,7 @@ import pytest
 from napari_pneumoseg import CTVolume, read_ct
 from napari_pneumoseg.measure import Measurement, measure, metrics_from_counts, roc_auc
 from napari_pneumoseg.measure import metrics as metrics_mod
+from napari_pneumoseg.measure.sizing import THICK_WARNING
 
 # ----------------------------------------------------------------------------- hand-built masks
 
@@ -366,10 +367,10 @@ def _check_left_case(r):
 
 def test_sides_standard_orientation():
     ct, mask = _synthetic_chest()
-    r = measure(mask, ct=ct)
+    r = measure(mask, ct=ct, sizing=False)
     _check_left_case(r)
     assert r.midline_x_mm == pytest.approx(-63.0 + 31.5 * 2.0, abs=2.0)
-    assert r.notes == []
+    assert r.notes == [THICK_WARNING.format(mm=5)]  # SP's 5 mm slices; nothing else was assumed
 
 
 def test_sides_follow_the_patient_not_the_columns():

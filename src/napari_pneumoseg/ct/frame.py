@@ -63,6 +63,36 @@ class Frame:
         """
         return int(n - 1 - k) if self.flip[0] else int(k)
 
+    def to_source(self, points, source_shape) -> np.ndarray:
+        """Source array indices (z, y, x) of canonical indices; fractional ones are fine.
+
+        A canonical axis that runs against its source axis maps index ``v`` to
+        ``n - 1 - v``, so voxel centres map to voxel centres and edges to edges.
+
+        Parameters
+        ----------
+        points : array_like, shape (..., 3)
+            Canonical indices (superior, dependent, left).
+        source_shape : sequence of 3 int
+            Shape of the source array.
+
+        Returns
+        -------
+        ndarray of float, shape (..., 3)
+
+        Examples
+        --------
+        >>> f = Frame(perm=(0, 1, 2), flip=(True, False, False), spacing=(1.0, 1.0, 1.0))
+        >>> f.to_source([0.0, 2.0, 3.5], (10, 4, 5)).tolist()
+        [9.0, 2.0, 3.5]
+        """
+        pts = np.asarray(points, dtype=float)
+        out = np.empty_like(pts)
+        for c, a in enumerate(self.perm):
+            v = pts[..., c]
+            out[..., a] = (source_shape[a] - 1 - v) if self.flip[c] else v
+        return out
+
 
 def patient_frame(ct, metadata: Optional[dict] = None) -> Frame:
     """The canonical frame of an axial CT, from its direction matrix and patient position.

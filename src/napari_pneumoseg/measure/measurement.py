@@ -10,6 +10,8 @@ import numpy as np
 
 from .metrics import mean_slice_dice, metrics_from_counts, roc_auc, slice_counts
 from .sides import side_analysis
+from .sizing import THICK_SLICE_MM, THICK_WARNING, Sizing, size_pneumothorax
+from .slices import slice_spans
 
 #: Slice spacing (mm) assumed when none is known: the 2.5 mm of the paper's CTs (Gencer & Toker 2024).
 DEFAULT_SLICE_SPACING_MM = 2.5
@@ -43,6 +45,24 @@ class Measurement:
     left_pct_hemithorax: Optional[float] = None  # 100 * ptx / (ptx + aerated lung), same side
     right_pct_hemithorax: Optional[float] = None
     midline_x_mm: Optional[float] = None  # LPS x of the mid-sagittal plane used
+    # Guideline measures per side (need the CT; see measure.sizing for the definitions).
+    left_rim_depth_mm: Optional[float] = None  # largest pleura-to-pleura distance on an axial slice
+    right_rim_depth_mm: Optional[float] = None
+    left_hilum_distance_mm: Optional[float] = None  # interpleural distance at the hilum (BTS)
+    right_hilum_distance_mm: Optional[float] = None
+    left_apex_cupola_mm: Optional[float] = None  # lung apex to cupola, head-feet (ACCP)
+    right_apex_cupola_mm: Optional[float] = None
+    left_pockets: Optional[int] = None  # separate 3-D pieces
+    right_pockets: Optional[int] = None
+    # Size class by each rule ("large", "small", "none", "not measured"); see measure.sizing.RULES.
+    left_class_bts: Optional[str] = None
+    right_class_bts: Optional[str] = None
+    left_class_accp: Optional[str] = None
+    right_class_accp: Optional[str] = None
+    left_class_35mm: Optional[str] = None
+    right_class_35mm: Optional[str] = None
+    left_class_20pct: Optional[str] = None
+    right_class_20pct: Optional[str] = None
     # Against a reference mask.
     truth_voxels: Optional[int] = None
     truth_volume_ml: Optional[float] = None
@@ -61,6 +81,8 @@ class Measurement:
     relative_volume_error: Optional[float] = None  # (pred - true) / true
     auc: Optional[float] = None  # voxel-wise ROC AUC of the probabilities
     notes: list[str] = field(default_factory=list)
+    #: Where each distance was taken, pocket volumes and area per slice (not in :meth:`as_row`).
+    sizing: Optional[Sizing] = None
 
     def as_dict(self) -> dict[str, Any]:
         """All fields as plain data, with lists instead of tuples (e.g. for JSON or layer metadata).
@@ -84,7 +106,8 @@ class Measurement:
         """One flat table row of scalars.
 
         The shape is written as ``"z x y x x"``, the spacing is split per axis and
-        the notes are joined with ``"; "``.
+        the notes are joined with ``"; "``. :attr:`sizing` (lines, pockets, areas)
+        is left out.
 
         Returns
         -------
@@ -106,6 +129,8 @@ class Measurement:
                 row["spacing_z_mm"], row["spacing_y_mm"], row["spacing_x_mm"] = v
             elif f.name == "notes":
                 row["notes"] = "; ".join(v)
+            elif f.name == "sizing":
+                continue
             else:
                 row[f.name] = v
         return row
@@ -201,6 +226,7 @@ def measure(
     truth: Optional[np.ndarray] = None,
     truth_spacing: Optional[Sequence[Optional[float]]] = None,
     probabilities: Optional[np.ndarray] = None,
+    sizing: bool = True,
 ) -> Measurement:
     """Measure a pneumothorax mask: volume, left/right and % of hemithorax, agreement with a reference.
 
@@ -227,11 +253,19 @@ def measure(
     probabilities : ndarray, shape (z, y, x), optional
         Per-voxel scores for the voxel-wise ROC AUC. Needs ``truth``, otherwise
         the AUC stays None (noted).
+    sizing : bool, default True
+        With a CT, also take the guideline measures (rim depth, interpleural distance
+        at the hilum, apex-to-cupola distance, pockets, size class by each rule: see
+        :mod:`napari_pneumoseg.measure.sizing`); they need the lungs found, which takes
+        a few seconds on a whole chest CT. False leaves them None.
 
     Returns
     -------
     Measurement
-        Assumptions that had to be made are listed in ``notes``.
+        Assumptions that had to be made are listed in ``notes``. Volumes use the
+        real slice positions the reader recorded: where the gaps are uneven, each
+        slice counts for half the gap to each neighbour (noted); voxel counts and
+        the overlap metrics count voxels.
 
     Raises
     ------
@@ -276,22 +310,32 @@ def measure(
     voxel_ml = float(np.prod(sp)) / 1000.0
     pred_k, true_k, tp_k = slice_counts(mask, truth)
     n_pred = int(pred_k.sum())
+    spans = slice_spans(ct) if ct is not None else None
+    weight = spans.weight if spans is not None and spans.uneven else None
+    if weight is not None:
+        notes.append(spans.note)
     res = Measurement(
         shape=tuple(int(s) for s in mask.shape),
         spacing_mm=tuple(float(s) for s in sp),
         voxel_ml=voxel_ml,
         voxels=n_pred,
-        volume_ml=n_pred * voxel_ml,
+        volume_ml=_volume(pred_k, voxel_ml, weight),
         notes=notes,
     )
+    thickness = max(sp[0], float((ct.metadata or {}).get("slice_thickness") or 0.0) if ct is not None else 0.0)
+    if thickness > THICK_SLICE_MM:
+        notes.append(THICK_WARNING.format(mm=round(thickness, 2)))
 
     if ct is not None:
-        fields, side_notes = side_analysis(mask, ct, pred_k)
+        fields, side_notes = side_analysis(mask, ct, pred_k, weight)
         for k, v in fields.items():
             setattr(res, k, v)
         notes.extend(side_notes)
+        if sizing:
+            _size(res, mask, ct, spans)
     else:
-        notes.append("left/right and % of hemithorax need the CT (HU and patient orientation): not measured")
+        notes.append("left/right, % of hemithorax and the guideline distances need the CT (HU and patient "
+                     "orientation): not measured")
 
     if truth is not None:
         n_true = int(true_k.sum())
@@ -301,7 +345,7 @@ def measure(
         for k, v in metrics_from_counts(tp, fp, tn, fn).items():
             setattr(res, k, v)
         res.truth_voxels = n_true
-        res.truth_volume_ml = n_true * voxel_ml
+        res.truth_volume_ml = _volume(true_k, voxel_ml, weight)
         res.dice_per_slice, res.dice_slices = mean_slice_dice(pred_k, true_k, tp_k)
         if res.relative_volume_error is None:
             notes.append("relative volume error undefined: the reference is empty but the mask is not")
@@ -312,3 +356,31 @@ def measure(
     elif probabilities is not None:
         notes.append("AUC needs a reference mask (truth): not measured")
     return res
+
+
+def _volume(per_slice: np.ndarray, voxel_ml: float, weight: Optional[np.ndarray]) -> float:
+    """mL of per-slice voxel counts, each slice counted for its span when the gaps are uneven."""
+    if weight is None:
+        return int(per_slice.sum()) * voxel_ml
+    return float(np.dot(per_slice, weight)) * voxel_ml
+
+
+#: Measurement fields of each rule's class, by rule name (``{side}_class_{suffix}``).
+CLASS_FIELDS = {"BTS 2010": "bts", "ACCP 2001": "accp", "35 mm rule": "35mm", "20 % rule": "20pct"}
+
+
+def _size(res: Measurement, mask: np.ndarray, ct, spans) -> None:
+    """Fill the guideline fields of ``res`` from :func:`size_pneumothorax`."""
+    found = size_pneumothorax(
+        mask, ct, midline_x_mm=res.midline_x_mm, spans=spans,
+        side_ml={"left": res.left_ml, "right": res.right_ml},
+        side_pct={"left": res.left_pct_hemithorax, "right": res.right_pct_hemithorax})
+    res.sizing = found
+    res.notes.extend(found.notes)
+    for side, size in found.sides.items():
+        setattr(res, f"{side}_rim_depth_mm", size.rim_depth_mm)
+        setattr(res, f"{side}_hilum_distance_mm", size.hilum_distance_mm)
+        setattr(res, f"{side}_apex_cupola_mm", size.apex_cupola_mm)
+        setattr(res, f"{side}_pockets", len(size.pockets_ml))
+        for rule, suffix in CLASS_FIELDS.items():
+            setattr(res, f"{side}_class_{suffix}", size.classes[rule])

@@ -38,7 +38,36 @@ def _x_of(ct, k, j, i) -> np.ndarray:
     return ct.origin[0] + k * (sz * d[0, 0]) + j * (sy * d[1, 0]) + i * (sx * d[2, 0])
 
 
-def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = None) -> tuple[dict, list[str]]:
+def left_of_midline(ct, midline_x_mm: float):
+    """A function of a slice index giving that slice's in-plane mask of the patient's left.
+
+    Parameters
+    ----------
+    ct : CTVolume
+        The CT (its geometry only).
+    midline_x_mm : float
+        LPS x of the mid-sagittal plane; left is greater x.
+
+    Returns
+    -------
+    callable
+        ``left(k) -> ndarray of bool, shape (y, x)``.
+
+    Examples
+    --------
+    >>> from napari_pneumoseg import CTVolume
+    >>> left = left_of_midline(CTVolume(hu=np.zeros((1, 1, 4)), spacing=(1.0, 1.0, 1.0)), 1.5)
+    >>> left(0).tolist()
+    [[False, False, True, True]]
+    """
+    _, ny, nx = ct.shape
+    plane_x = _x_of(ct, 0, np.arange(ny)[:, None], np.arange(nx)[None, :])
+    step_x = ct.spacing[0] * ct.direction[0, 0]
+    return lambda k: plane_x > (midline_x_mm - k * step_x)
+
+
+def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = None,
+                  slice_weight: Optional[np.ndarray] = None) -> tuple[dict, list[str]]:
     """Per-side pneumothorax and lung volumes, % of hemithorax and the midline.
 
     Parameters
@@ -50,6 +79,9 @@ def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = N
         The CT: HU, spacing and patient orientation.
     pred_per_slice : ndarray of int, shape (z,), optional
         Mask voxels per slice, if the caller has them (slices without any are skipped).
+    slice_weight : ndarray of float, shape (z,), optional
+        How many slice spacings each slice counts for (its span over the spacing,
+        see :func:`~napari_pneumoseg.measure.slices.slice_spans`); all 1 when omitted.
 
     Returns
     -------
@@ -107,32 +139,31 @@ def side_analysis(mask: np.ndarray, ct, pred_per_slice: Optional[np.ndarray] = N
         notes.append(f"no body found (nothing above {OUTSIDE_AIR_HU:g} HU): midline at the volume's centre")
     del cavity
 
-    # x of each in-plane voxel without the slice term; compare per slice.
-    plane_x = _x_of(ct, 0, np.arange(ny)[:, None], np.arange(nx)[None, :])
-    step_x = ct.spacing[0] * ct.direction[0, 0]
+    left_of = left_of_midline(ct, midline)
     z_with_lung = est.slices()
     if pred_per_slice is None:
         z_with_ptx = np.arange(nz)
     else:
         z_with_ptx = np.flatnonzero(pred_per_slice)
 
-    ptx = {"left": 0, "right": 0}
-    lung = {"left": 0, "right": 0}
+    ptx = {"left": 0.0, "right": 0.0}
+    lung = {"left": 0.0, "right": 0.0}
     buf = np.empty((ny, nx), bool)
     for k in np.union1d(z_with_ptx, z_with_lung):
-        left = plane_x > (midline - k * step_x)
+        left = left_of(k)
+        w = 1.0 if slice_weight is None else float(slice_weight[k])
         m = as_bool(mask[k])
         n_m = int(np.count_nonzero(m))
         if n_m:
             n_left = int(np.count_nonzero(np.logical_and(m, left, out=buf)))
-            ptx["left"] += n_left
-            ptx["right"] += n_m - n_left
+            ptx["left"] += n_left * w
+            ptx["right"] += (n_m - n_left) * w
         if est.region[k].any():
             lg = est.full_slice(k, hu[k], m if n_m else None)
             n_l = int(np.count_nonzero(lg))
             n_left = int(np.count_nonzero(np.logical_and(lg, left, out=buf)))
-            lung["left"] += n_left
-            lung["right"] += n_l - n_left
+            lung["left"] += n_left * w
+            lung["right"] += (n_l - n_left) * w
 
     out: dict = {"midline_x_mm": midline}
     for side in ("left", "right"):
