@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(libgl1 libegl1 libfontconfig1 libglib2.0-0 libdbus-1-3 libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
-  libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 xvfb xauth)
+  libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 xvfb xauth
+  chromium fonts-dejavu-core)  # chromium: the HTML report test renders and prints in it
 
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()

@@ -11,6 +11,7 @@ from .model import ModelBundle, ModelLoadError, SegmentResult, build_unet, load_
 from .phantom import Phantom, make_phantom, write_phantom_case
 from .pleural import PleuralAir, find_pleural_air
 from .progress import Cancelled
+from .report import write_report
 from .simulate import SimulatedCase, simulate_pneumothorax
 from .training import TrainResult, train
 
@@ -23,6 +24,6 @@ __all__ = [
     "ModelBundle", "ModelLoadError", "build_unet", "load_model", "save_model",
     "segment", "SegmentResult", "train", "TrainResult",
     "Phantom", "make_phantom", "write_phantom_case", "SimulatedCase", "simulate_pneumothorax",
-    "PleuralAir", "find_pleural_air",
+    "PleuralAir", "find_pleural_air", "write_report",
     "Cancelled", "__version__",
 ]

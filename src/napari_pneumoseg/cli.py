@@ -329,6 +329,32 @@ def _cmd_demo(args) -> int:
     return 0 if result.dice == result.dice else 1  # NaN never expected
 
 
+def _cmd_report(args) -> int:
+    from .ct import read_ct
+    from .io.masks import read_mask
+    from .report import IDENTIFIERS, write_report
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"--out {out}: a report is an .html file")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to replace it")
+    show = [s.strip() for s in args.show.split(",") if s.strip()]
+    unknown = [s for s in show if s not in IDENTIFIERS]
+    if unknown:  # before minutes of work
+        raise ValueError(f"--show: unknown identifier(s) {', '.join(unknown)}; choose from {', '.join(IDENTIFIERS)}")
+    ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading   "))
+    mask = read_mask(args.mask, like=ct)
+    truth = None if args.truth is None else read_mask(args.truth, like=ct)
+    method = {"mask file": str(Path(args.mask).resolve())}
+    if args.method:
+        method["method"] = args.method
+    write_report(out, ct, mask, truth=truth, show=show, method=method, overwrite=args.force,
+                 progress=TextProgress("report    "))
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pneumoseg", description="Find and measure pneumothorax on chest CT."
@@ -409,6 +435,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--series", default=None, help="SeriesInstanceUID to read")
     sim.add_argument("--force", action="store_true", help="replace an existing OUT_DIR")
     sim.set_defaults(func=_cmd_simulate)
+
+    rep = sub.add_parser("report", help="write one self-contained HTML report of a pneumothorax mask "
+                                        "(sizes, classes by each guideline, key images, warnings)")
+    rep.add_argument("ct", help="DICOM folder or file")
+    rep.add_argument("--mask", required=True, help="the pneumothorax mask (.seg.nrrd, .nrrd, .nii.gz, DICOM-SEG)")
+    rep.add_argument("--truth", default=None, help="a ground truth mask to compare with (outlined in green)")
+    rep.add_argument("--out", required=True, help="the report, .html")
+    rep.add_argument("--show", default="", help="comma-separated identifiers to show (none by default): "
+                                                "patient_name, patient_id, birth_date, sex, study_date, "
+                                                "accession, study, institution")
+    rep.add_argument("--method", default=None, help="what made the mask (shown under Method), "
+                                                    "e.g. 'pleural air (no model)' or a model's name")
+    rep.add_argument("--series", default=None, help="SeriesInstanceUID to read")
+    rep.add_argument("--force", action="store_true", help="replace an existing report")
+    rep.set_defaults(func=_cmd_report)
 
     demo = sub.add_parser("demo", help="the whole job on phantoms: train, segment, measure")
     demo.add_argument("--out", default="demo-out", help="folder for the results")
