@@ -224,7 +224,7 @@ def _coronal(v: _View, j: int, lines, title: str) -> str:
             continue
         a, b = v.canon(ln.start), v.canon(ln.end)
         ax.plot([a[2], b[2]], [nz - 1 - a[0], nz - 1 - b[0]], color=_LINE, lw=2)
-    ax.text(4, 4, "R", color="yellow", fontsize=11, va="top")
+    ax.text(4, 4, "R", color="yellow", fontsize=11, va="top", bbox={"facecolor": "black", "lw": 0, "pad": 1})
     ax.set_axis_off()
     fig.suptitle(title, fontsize=10, y=0.995)
     return _png(fig)

@@ -195,3 +195,45 @@ def test_measure_on_the_sample_phantom_gives_dice_one_and_left_volume(make_napar
     assert result.right_ml == pytest.approx(0, abs=0.5)
     assert 0 < result.left_pct_hemithorax < 100
     assert "orientation" not in w.note.value and "scale" not in w.note.value  # the geometry was all there
+
+
+def test_measure_draws_the_lines_on_the_mask_plots_the_area_and_goes_to_a_rows_slice(make_napari_viewer, qtbot,
+                                                                                      tmp_path, errors):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-pneumoseg", "phantom")
+    ct_layer, truth_layer = viewer.layers
+    w = _widget(viewer, truth_layer, None, ct_layer)
+    result = _run(qtbot, w)
+    lines = result.sizing.lines
+    assert {ln.kind for ln in lines} >= {"rim_depth", "hilum_distance"}
+    shapes = viewer.layers[f"{truth_layer.name} sizes"]
+    assert set(shapes.shape_type) == {"line"} and len(shapes.data) == len(lines)
+    assert np.allclose(shapes.scale, truth_layer.scale) and np.allclose(shapes.translate, truth_layer.translate)
+    assert list(shapes.features["label"]) == [ln.label for ln in lines]
+    mask = np.asarray(truth_layer.data)
+    for ends in shapes.data:  # every line lies on the pneumothorax
+        for t in np.linspace(0.05, 0.95, 10):
+            k, j, i = (int(np.floor(v + 0.5)) for v in ends[0] + t * (ends[1] - ends[0]))
+            assert mask[k, j, i]
+    # The plot shows the area per slice of each side.
+    area = w.plot.lines["left"] * 100 * truth_layer.scale[0] / 1000
+    assert area.sum() == pytest.approx(result.left_ml, rel=1e-6)
+    # A row with a slice moves the viewer there; its text names the slice.
+    rim = result.sizing.line("rim_depth", "left")
+    row = next(r for r in range(w.table.rowCount()) if w.table.item(r, 0).text() == "Left rim depth (mm)")
+    assert w.table.item(row, 1).text() == f"{result.left_rim_depth_mm:.1f}  (slice {rim.slice})"
+    assert _value(w, "Left size, 35 mm rule") == result.left_class_35mm
+    w.table.cellClicked.emit(row, 0)
+    assert viewer.dims.point[0] == pytest.approx(truth_layer.data_to_world([rim.slice, 0, 0])[0])
+    # Save report: written by a worker; an existing file is refused with a message and left alone.
+    out = tmp_path / "report.html"
+    w.save_report(out)
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
+    assert out.read_text().startswith("<!DOCTYPE html>") and w.note.value == f"report saved: {out}"
+    out.write_text("mine")
+    w.save_report(out)
+    qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
+    assert out.read_text() == "mine" and "exists" in w.note.value and errors
+    # Measuring again replaces the lines layer instead of adding a second one.
+    _run(qtbot, w)
+    assert sum(layer.name.endswith(" sizes") for layer in viewer.layers) == 1

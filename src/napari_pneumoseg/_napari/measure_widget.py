@@ -1,4 +1,10 @@
-"""Measure widget: volume (mL, per side, % hemithorax) and agreement with a ground truth."""
+"""Measure widget: volume (mL, per side, % hemithorax), guideline sizes, agreement with a ground truth.
+
+After a measurement it adds a Shapes layer with each measured distance drawn on its
+slice and labelled with its value, plots the pneumothorax area per slice, moves the
+viewer to a distance's slice when its table row is clicked, and writes the HTML report
+(:func:`napari_pneumoseg.write_report`) with *Save report*.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from ..ct.volume import ct_from_geometry
 from ..measure import Measurement, measure
+from ..measure.measurement import CLASS_FIELDS
+from ..measure.sizing import RULES, SIDES
 from ._common import BackgroundJob, keep_choices_fresh, layer_choices, spacing_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +45,20 @@ ROWS = [
     ("Voxels", "voxels", "{:d}"),
     ("Voxel size z, y, x (mm)", "spacing_mm", None),
 ]
+
+#: Guideline rows, after the volumes: (row label, Measurement field, format, line kind or None).
+SIZE_ROWS = [
+    *[(f"{s.capitalize()} {label}", f"{s}_{field}", fmt, kind) for s in SIDES
+      for label, field, fmt, kind in (
+          ("rim depth (mm)", "rim_depth_mm", "{:.1f}", "rim_depth"),
+          ("hilum distance (mm)", "hilum_distance_mm", "{:.1f}", "hilum_distance"),
+          ("apex to cupola (mm)", "apex_cupola_mm", "{:.1f}", "apex_cupola"),
+          ("pockets", "pockets", "{:d}", None))],
+    *[(f"{s.capitalize()} size, {r.name}", f"{s}_class_{CLASS_FIELDS[r.name]}", "{}", None)
+      for s in SIDES for r in RULES],
+]
+#: Colour of the measured lines and their labels.
+LINE_COLOUR = "cyan"
 
 NONE = None
 #: Shown in the note while a measurement runs.
@@ -70,21 +92,29 @@ class MeasureWidget(Container):
         self.measure_button = PushButton(text="Measure")
         self.copy_button = PushButton(text="Copy table")
         self.save_button = PushButton(text="Save CSV...")
+        self.report_button = PushButton(text="Save report...")
         self.note = Label(value="")
         super().__init__(widgets=[self.prediction, self.truth, self.ct, self.measure_button,
-                                  self.note, self.copy_button, self.save_button])
+                                  self.note, self.copy_button, self.save_button, self.report_button])
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Quantity", "Value"])
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.cellClicked.connect(self.go_to_row)
         self.native.layout().insertWidget(5, self.table)
+        self.plot = _AreaPlot()
+        self.native.layout().insertWidget(6, self.plot.canvas)
         self.measure_button.changed.connect(self.run)
         self.copy_button.changed.connect(self.copy)
         self.save_button.changed.connect(self.save_dialog)
+        self.report_button.changed.connect(self.report_dialog)
         keep_choices_fresh(napari_viewer, self)
         self.result: Optional[Measurement] = None
         self.last_error: Optional[str] = None
-        self.job: Optional[BackgroundJob] = None  # the latest run
+        self.job: Optional[BackgroundJob] = None  # the latest run (measurement or report)
         self._names: dict[str, str] = {}
+        self._row_slice: dict[int, int] = {}  # table row -> source slice of its line
+        self._inputs: Optional[dict] = None  # what the latest result measured (for the report)
+        self._layer = None  # the pneumothorax layer measured (scale, translate of the lines)
 
     # ------------------------------------------------------------------ actions
 
@@ -149,18 +179,90 @@ class MeasureWidget(Container):
         geometry = None if image is None else (image.data, tuple(image.scale), tuple(image.translate),
                                                 dict(image.metadata), f"CT layer '{image.name}'")
 
+        inputs = {"layer": pred, "method": dict(pred.metadata).get("pneumoseg_result")}
+        self._pending = inputs
+
         def job() -> Measurement:
             ct, notes = None, []
             if geometry is not None:
                 hu, scale, translate, metadata, name = geometry
                 ct, notes = ct_from_geometry(hu, scale, translate, metadata, name=name)
-            result = measure(np.asarray(mask), ct=ct, spacing=spacing,
-                             truth=None if truth_data is None else np.asarray(truth_data),
-                             truth_spacing=truth_spacing)
+            m = np.asarray(mask)
+            t = None if truth_data is None else np.asarray(truth_data)
+            result = measure(m, ct=ct, spacing=spacing, truth=t, truth_spacing=truth_spacing)
             result.notes[:0] = notes
+            inputs.update(ct=ct, mask=m, truth=t)
             return result
 
         return job, names
+
+    def go_to_row(self, row: int, column: int = 0) -> None:
+        """Move the viewer to the slice where the row's distance was measured (rows without one: nothing)."""
+        k = self._row_slice.get(row)
+        if k is None or self._layer is None:
+            return
+        world = self._layer.data_to_world([k, 0, 0])
+        self.viewer.dims.set_point(0, float(world[0]))
+
+    def report_dialog(self) -> None:
+        """Ask for a file name and :meth:`save_report` there."""
+        from qtpy.QtWidgets import QFileDialog
+
+        if self.result is None or self.result.sizing is None:
+            self.note.value = "Measure with a CT image first, then save the report."
+            return
+        path, _ = QFileDialog.getSaveFileName(self.native, "Save report", "pneumothorax-report.html",
+                                              "HTML (*.html)")
+        if path:  # the dialog has already asked before replacing a file
+            self.save_report(path, overwrite=True)
+
+    def save_report(self, path, *, overwrite: bool = False) -> None:
+        """Write the HTML report of the last result in a worker thread, and return at once.
+
+        The report shows what the last measurement measured (the layers' data at
+        that time) and the method from the pneumothorax layer's metadata. The
+        outcome goes to the note (and errors to napari's notifications).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.html`` file.
+        overwrite : bool, default False
+            Replace an existing file.
+
+        Raises
+        ------
+        ValueError
+            If nothing was measured with a CT yet, or a job is running.
+        """
+        from ..report import write_report
+
+        if self.busy:
+            raise ValueError("busy: wait for the running measurement or report")
+        if self.result is None or self.result.sizing is None or self._inputs is None:
+            raise ValueError("measure with a CT image first, then save the report")
+        inputs, result = self._inputs, self.result
+        method = inputs.get("method") or {"mask": self._names.get("prediction", "")}
+
+        def job():
+            try:
+                write_report(path, inputs["ct"], inputs["mask"], truth=inputs["truth"], measurement=result,
+                             method=method, overwrite=overwrite)
+                return None, None
+            except (ValueError, OSError) as exc:
+                return None, str(exc)
+
+        def done(outcome):
+            _, error = outcome
+            if error is not None:
+                self._show_error(error, "Cannot save the report")
+            else:
+                self.note.value = f"report saved: {path}"
+
+        self.report_button.enabled = False
+        self.note.value = "Writing the report..."
+        self.job = BackgroundJob(job, on_progress=lambda item: None, on_result=done, on_error=self._on_errored,
+                                 on_done=self._on_finished)
 
     def table_text(self) -> str:
         """The table as tab-separated text (what Copy puts on the clipboard).
@@ -227,7 +329,9 @@ class MeasureWidget(Container):
             self._show_error(error)
             return
         self.result, self._names = result, names
+        self._inputs, self._layer = self._pending, self._pending["layer"]
         self._fill(result)
+        self._draw(result)
 
     def _on_errored(self, exc: BaseException) -> None:
         # _outcome catches everything, so this only fires if the worker itself breaks.
@@ -235,19 +339,22 @@ class MeasureWidget(Container):
 
     def _on_finished(self) -> None:
         self.measure_button.enabled = True
+        self.report_button.enabled = True
 
-    def _show_error(self, message: str) -> None:
+    def _show_error(self, message: str, what: str = "Cannot measure") -> None:
         from napari.utils.notifications import show_error
 
         self.last_error = message
-        self.note.value = f"Cannot measure: {message}"
-        show_error(f"Cannot measure: {message}")
+        self.note.value = f"{what}: {message}"
+        show_error(f"{what}: {message}")
 
     def _fill(self, result: Measurement) -> None:
         from qtpy.QtWidgets import QTableWidgetItem
 
-        shown = []
-        for label, field, fmt in ROWS:
+        shown = []  # (label, text, slice of its line or None)
+        rows = [(label, field, fmt, None) for label, field, fmt in ROWS]
+        rows[5:5] = SIZE_ROWS  # after the volumes and % of hemithorax
+        for label, field, fmt, kind in rows:
             value = getattr(result, field)
             if value is None:
                 continue
@@ -255,13 +362,41 @@ class MeasureWidget(Container):
                 text = ", ".join(f"{v:.4g}" for v in value)
             else:
                 text = fmt.format(value)
-            shown.append((label, text))
+            line = None if kind is None or result.sizing is None else result.sizing.line(kind, field.split("_")[0])
+            if line is not None:
+                text += f"  (slice {line.slice})"
+            shown.append((label, text, None if line is None else line.slice))
         self.table.setRowCount(len(shown))
-        for r, (label, text) in enumerate(shown):
+        self._row_slice = {}
+        for r, (label, text, k) in enumerate(shown):
             self.table.setItem(r, 0, QTableWidgetItem(label))
             self.table.setItem(r, 1, QTableWidgetItem(text))
+            if k is not None:
+                self._row_slice[r] = k
+                self.table.item(r, 0).setToolTip("click to go to the slice where it was measured")
         self.table.resizeColumnsToContents()
         self.note.value = "\n".join(result.notes)
+
+    def _draw(self, result: Measurement) -> None:
+        """The measured lines as a Shapes layer on the pneumothorax layer's grid, and the area plot."""
+        sizing = result.sizing
+        self.plot.show(sizing, result.spacing_mm)
+        name = f"{self._names.get('prediction', '')} sizes"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        if sizing is None or not sizing.lines:
+            return
+        layer = self._layer
+        data = [np.array([ln.start, ln.end]) for ln in sizing.lines]
+        width = 2.0 * float(min(result.spacing_mm[1:]))
+        self.viewer.add_shapes(
+            data, shape_type="line", name=name, edge_color=LINE_COLOUR, edge_width=width,
+            scale=layer.scale, translate=layer.translate,
+            features={"label": [ln.label for ln in sizing.lines], "value_mm": [ln.value_mm for ln in sizing.lines],
+                      "kind": [ln.kind for ln in sizing.lines], "side": [ln.side for ln in sizing.lines]},
+            text={"string": "{label}", "color": LINE_COLOUR, "size": 10, "anchor": "upper_left"},
+            metadata={"pneumoseg_sizes": [ln.__dict__ for ln in sizing.lines]})
+        self.viewer.layers.selection.active = layer
 
 
 def _outcome(job: Callable[[], Measurement]) -> tuple[Optional[Measurement], Optional[str]]:
@@ -278,3 +413,34 @@ def _outcome(job: Callable[[], Measurement]) -> tuple[Optional[Measurement], Opt
     except Exception as exc:  # noqa: BLE001 - shown as a message, logged with the traceback
         log.exception("measurement failed")
         return None, f"{type(exc).__name__}: {exc}"
+
+
+class _AreaPlot:
+    """The pneumothorax area per slice (cm^2) of each side, as a small matplotlib canvas in the dock."""
+
+    def __init__(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 1.6), dpi=100)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(150)
+        self.lines: dict[str, np.ndarray] = {}
+        self.show(None, None)
+
+    def show(self, sizing, spacing) -> None:
+        """Draw ``sizing``'s area curves (an empty frame when None)."""
+        self.figure.clear()
+        ax = self.figure.add_axes((0.16, 0.28, 0.8, 0.62))
+        self.lines = {}
+        if sizing is not None:
+            for side, colour in (("right", "#1f77b4"), ("left", "#d62728")):
+                area = np.asarray(sizing.area_mm2[side]) / 100.0
+                self.lines[side] = area
+                ax.plot(np.arange(area.size), area, color=colour, label=side, lw=1.2)
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_xlabel("slice", fontsize=8)
+        ax.set_ylabel("area (cm²)", fontsize=8)
+        ax.set_title("Pneumothorax area per slice", fontsize=8)
+        ax.tick_params(labelsize=7)
+        self.canvas.draw_idle()
