@@ -77,7 +77,9 @@ def main() -> None:
               max(1, args.runs // 2 + 1))
     print(f"    auc = {r.auc:.6f}")
     del p8, probs
-    r = bench("mask + CT (per side)", lambda: measure(mask, ct=ct), max(1, args.runs // 2 + 1))
+    bench("mask + CT (per side, no guideline sizes)", lambda: measure(mask, ct=ct, sizing=False),
+          max(1, args.runs // 2 + 1))
+    r = bench("mask + CT (per side + guideline sizes)", lambda: measure(mask, ct=ct), max(1, args.runs // 2 + 1))
     print(f"    left {r.left_ml:.1f} mL, right {r.right_ml:.1f} mL, "
           f"left lung {r.left_lung_ml:.1f} mL, right lung {r.right_lung_ml:.1f} mL, "
           f"left {r.left_pct_hemithorax:.1f} % of hemithorax")
@@ -102,9 +104,14 @@ def main() -> None:
         x = ct.origin[0] + np.arange(ct.shape[2]) * ct.spacing[2]
         m[120:180, 200:300, (x > -110) & (x < -70)] = True
         m &= ct.hu < -700
-        r = bench("real chest CT x5 slices (per side)", lambda: measure(m, ct=ct), max(1, args.runs // 2 + 1))
+        bench("real chest CT x5 slices (per side, no guideline sizes)", lambda: measure(m, ct=ct, sizing=False),
+              max(1, args.runs // 2 + 1))
+        r = bench("real chest CT x5 slices (per side + guideline sizes)", lambda: measure(m, ct=ct),
+                  max(1, args.runs // 2 + 1))
         print(f"    left lung {r.left_lung_ml:.0f} mL, right lung {r.right_lung_ml:.0f} mL, "
-              f"mask right {r.right_ml:.1f} mL = {r.right_pct_hemithorax:.1f} % of hemithorax")
+              f"mask right {r.right_ml:.1f} mL = {r.right_pct_hemithorax:.1f} % of hemithorax, "
+              f"rim {r.right_rim_depth_mm} mm, hilum {r.right_hilum_distance_mm} mm, "
+              f"apex {r.right_apex_cupola_mm} mm")
 
 
 if __name__ == "__main__":

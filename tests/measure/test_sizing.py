@@ -154,3 +154,20 @@ def test_no_ct_no_distances_and_thick_slice_warning():
     assert m.left_rim_depth_mm is None and m.sizing is None
     assert any("2.5 mm" in n and "Cai" in n for n in m.notes)
     assert "sizing" not in m.as_row() and "left_class_bts" in m.as_row()
+
+
+def test_a_real_series_with_missing_slices_keeps_its_volumes(real_data):
+    """LIDC-IDRI-1011 read whole and with every other slice of a 30-slice stretch left out (gaps of 5 mm)."""
+    from napari_pneumoseg import read_ct
+    from napari_pneumoseg.ct.air import internal_air_mask
+
+    full = read_ct(real_data / "chest_ct_lidc_idri_1011_2p5mm")
+    files = list(full.metadata["files"])
+    gappy = read_ct(files[:40] + files[40:70:2] + files[70:])
+    assert any("missing" in w or "uneven" in w for w in gappy.warnings)
+    a = measure(internal_air_mask(full.hu), ct=full, sizing=False)
+    b = measure(internal_air_mask(gappy.hu), ct=gappy, sizing=False)
+    assert any("uneven" in n for n in b.notes)
+    assert b.volume_ml == pytest.approx(a.volume_ml, rel=0.02)  # air inside the body
+    assert b.left_ml == pytest.approx(a.left_ml, rel=0.02) and b.right_ml == pytest.approx(a.right_ml, rel=0.02)
+    assert b.voxels * gappy.voxel_volume_ml < 0.95 * a.volume_ml  # one spacing per slice loses the gap

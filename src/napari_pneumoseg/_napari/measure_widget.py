@@ -18,7 +18,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from ..ct.volume import ct_from_geometry
 from ..measure import Measurement, measure
 from ..measure.measurement import CLASS_FIELDS
-from ..measure.sizing import RULES, SIDES
+from ..measure.sizing import DISAGREE, RULES, SIDES
 from ._common import BackgroundJob, keep_choices_fresh, layer_choices, spacing_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -362,9 +362,13 @@ class MeasureWidget(Container):
                 text = ", ".join(f"{v:.4g}" for v in value)
             else:
                 text = fmt.format(value)
-            line = None if kind is None or result.sizing is None else result.sizing.line(kind, field.split("_")[0])
+            side = field.split("_")[0]
+            line = None if kind is None or result.sizing is None else result.sizing.line(kind, side)
             if line is not None:
                 text += f"  (slice {line.slice})"
+            if field.endswith("_pockets") and result.sizing is not None and value:
+                vols = result.sizing.sides[side].pockets_ml
+                text += "  (" + ", ".join(f"{v:.1f}" for v in vols[:4]) + (", ..." if len(vols) > 4 else "") + " mL)"
             shown.append((label, text, None if line is None else line.slice))
         self.table.setRowCount(len(shown))
         self._row_slice = {}
@@ -375,7 +379,7 @@ class MeasureWidget(Container):
                 self._row_slice[r] = k
                 self.table.item(r, 0).setToolTip("click to go to the slice where it was measured")
         self.table.resizeColumnsToContents()
-        self.note.value = "\n".join(result.notes)
+        self.note.value = "\n".join(result.notes + ([DISAGREE] if result.sizing is not None else []))
 
     def _draw(self, result: Measurement) -> None:
         """The measured lines as a Shapes layer on the pneumothorax layer's grid, and the area plot."""
