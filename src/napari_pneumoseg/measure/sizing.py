@@ -28,6 +28,10 @@ mid-sagittal plane it lies on):
   cupola), using the real slice positions. The line runs down the column of the top
   slice that stays longest in the pneumothorax.
 - **Pockets**: 3-D connected pieces of the side's mask (26-connected), with their volumes.
+
+The lungs are found on every ``coarse_step``-th pixel in-plane (as the other HU searches
+do, :func:`~napari_pneumoseg.ct.air.coarse_step`); the hilum's slice is then refined at
+full resolution (lung-dense air within one coarse pixel of the coarse lung).
 - **% of the hemithorax** (Collins et al. 1995, on CT): ``100 * ptx / (ptx + lung)`` of that
   side, with the aerated lung of :func:`~napari_pneumoseg.ct.air.aerated_lung` (as
   :func:`~napari_pneumoseg.measure.measure` reports it); the hilum and the apex use
@@ -47,6 +51,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
+from ..ct.air import BODY_HU, coarse_step
 from ..ct.frame import patient_frame
 from ..ct.lungs import find_lungs
 from .sides import left_of_midline
@@ -184,12 +189,15 @@ def _side_labels(mask: np.ndarray, ct, midline_x_mm: float) -> np.ndarray:
 
 def _pockets(ptx: np.ndarray, counts: np.ndarray, area_mm2: float, span: np.ndarray) -> list[float]:
     """Volumes (mL, largest first) of the 26-connected pieces of ``ptx``, each slice counted for its span."""
-    labels, n = ndimage.label(ptx, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
+    ks = np.flatnonzero(counts)
+    if ks.size == 0:
         return []
+    rows, cols = np.flatnonzero(ptx.any(axis=(0, 2))), np.flatnonzero(ptx.any(axis=(0, 1)))
+    box = ptx[ks[0]:ks[-1] + 1, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    labels, n = ndimage.label(box, structure=np.ones((3, 3, 3), bool))
     vol = np.zeros(n + 1)
-    for k in np.flatnonzero(counts):
-        vol += np.bincount(labels[k].ravel(), minlength=n + 1) * (area_mm2 * span[k] / 1000.0)
+    for k in ks:
+        vol += np.bincount(labels[k - ks[0]].ravel(), minlength=n + 1) * (area_mm2 * span[k] / 1000.0)
     return sorted((float(v) for v in vol[1:]), reverse=True)
 
 
@@ -221,9 +229,8 @@ def _rim_depth(ptx: np.ndarray, counts: np.ndarray, sy: float, sx: float):
     return depth, (start, end)
 
 
-def _hilum_distance(ptx: np.ndarray, lung: np.ndarray, k: int, side: str, sx: float):
-    """BTS distance (mm) on canonical slice ``k`` and its line, or (None, None, why)."""
-    lung_k, ptx_k = lung[k], ptx[k]
+def _hilum_distance(ptx_k: np.ndarray, lung_k: np.ndarray, k: int, side: str, sx: float):
+    """BTS distance (mm) on canonical slice ``k`` (its full-resolution masks) and its line, or (None, None, why)."""
     cols_lung = np.flatnonzero(lung_k.any(axis=0))
     if cols_lung.size == 0:
         return None, None, f"no {side} lung on the slice of its hilum: the interpleural distance was not measured"
@@ -309,8 +316,12 @@ def size_pneumothorax(mask: np.ndarray, ct, *, midline_x_mm: float, spans: Slice
     cy, cx = frame.spacing[1], frame.spacing[2]
     span_c = frame.view(spans.span_mm[:, None, None])[:, 0, 0]
     pos_c = frame.view(spans.position_mm[:, None, None])[:, 0, 0]
+    hu_c = frame.view(ct.hu)
+    # The lungs (for the hila, the apex and which slices go through the lung) are found on every
+    # step-th pixel, as the other HU searches do; the hilum's slice is refined at full resolution.
+    step = coarse_step(hu_c.shape[1:])
     try:
-        lungs = find_lungs(frame.view(ct.hu), frame.spacing)
+        lungs = find_lungs(np.ascontiguousarray(hu_c[:, ::step, ::step]), (frame.spacing[0], cy * step, cx * step))
         sizing.notes.extend(lungs.notes)
     except ValueError as exc:
         lungs = None
@@ -326,7 +337,7 @@ def size_pneumothorax(mask: np.ndarray, ct, *, midline_x_mm: float, spans: Slice
         if not counts.any():
             continue
         size.pockets_ml = _pockets(ptx, counts, cy * cx, span_c)
-        lung = None if lungs is None else lungs.full(lungs.lung[s]) & ~ptx
+        lung = None if lungs is None else lungs.full(lungs.lung[s]) & ~ptx[:, ::step, ::step]
         # Pleura to pleura: only slices through the lung (above its apex the air fills the
         # cupola, which the apex-to-cupola distance measures).
         through_lung = counts if lung is None else counts * lung.reshape(nz, -1).any(axis=1)
@@ -337,7 +348,8 @@ def size_pneumothorax(mask: np.ndarray, ct, *, midline_x_mm: float, spans: Slice
             continue
         if s in lungs.hilum:
             k = int(round(lungs.hilum[s][0]))
-            size.hilum_distance_mm, line, why = _hilum_distance(ptx, lung, k, s, cx)
+            lung_k = _full_slice(lung[k], step, hu_c[k], ptx[k])
+            size.hilum_distance_mm, line, why = _hilum_distance(ptx[k], lung_k, k, s, cx)
             if line is not None:
                 _add_line(sizing, "hilum_distance", s, size.hilum_distance_mm, to_source(line))
             if why:
@@ -352,6 +364,14 @@ def size_pneumothorax(mask: np.ndarray, ct, *, midline_x_mm: float, spans: Slice
             sizing.notes.append(why)
     _finish(sizing)
     return sizing
+
+
+def _full_slice(coarse: np.ndarray, step: int, hu_k: np.ndarray, ptx_k: np.ndarray) -> np.ndarray:
+    """A coarse lung slice at full resolution: lung-dense air within a coarse pixel of it, without the mask."""
+    if step > 1:
+        coarse = ndimage.binary_dilation(coarse, structure=np.ones((3, 3), bool))
+        coarse = np.repeat(np.repeat(coarse, step, axis=0), step, axis=1)[:hu_k.shape[0], :hu_k.shape[1]]
+    return coarse & (hu_k < BODY_HU) & ~ptx_k
 
 
 def _add_line(sizing: Sizing, kind: str, side: str, value: float, points) -> None:
