@@ -227,9 +227,11 @@ def test_measure_draws_the_lines_on_the_mask_plots_the_area_and_goes_to_a_rows_s
     assert viewer.dims.point[0] == pytest.approx(truth_layer.data_to_world([rim.slice, 0, 0])[0])
     # Save report: written by a worker; an existing file is refused with a message and left alone.
     out = tmp_path / "report.html"
+    w.report_ids.value = ["patient_id"]
     w.save_report(out)
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
     assert out.read_text().startswith("<!DOCTYPE html>") and w.note.value == f"report saved: {out}"
+    assert "Patient ID" in out.read_text() and "Patient name" not in out.read_text()
     out.write_text("mine")
     w.save_report(out)
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)

@@ -13,12 +13,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import ComboBox, Container, Label, PushButton, Select
 
 from ..ct.volume import ct_from_geometry
 from ..measure import Measurement, measure
 from ..measure.measurement import CLASS_FIELDS
 from ..measure.sizing import DISAGREE, RULES, SIDES
+from ..report import IDENTIFIERS
 from ._common import BackgroundJob, keep_choices_fresh, layer_choices, spacing_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,9 +94,13 @@ class MeasureWidget(Container):
         self.copy_button = PushButton(text="Copy table")
         self.save_button = PushButton(text="Save CSV...")
         self.report_button = PushButton(text="Save report...")
+        self.report_ids = Select(label="Report shows", choices=[(label, name) for name, (_, label)
+                                                                in IDENTIFIERS.items()], value=[])
+        self.report_ids.tooltip = "identifiers the report shows (none unless chosen)"
         self.note = Label(value="")
         super().__init__(widgets=[self.prediction, self.truth, self.ct, self.measure_button,
-                                  self.note, self.copy_button, self.save_button, self.report_button])
+                                  self.note, self.copy_button, self.save_button, self.report_ids,
+                                  self.report_button])
         self.table = QTableWidget(0, 2)
         self.table.setHorizontalHeaderLabels(["Quantity", "Value"])
         self.table.horizontalHeader().setStretchLastSection(True)
@@ -220,7 +225,8 @@ class MeasureWidget(Container):
         """Write the HTML report of the last result in a worker thread, and return at once.
 
         The report shows what the last measurement measured (the layers' data at
-        that time) and the method from the pneumothorax layer's metadata. The
+        that time), the method from the pneumothorax layer's metadata, and the
+        identifiers chosen in *Report shows* (none by default). The
         outcome goes to the note (and errors to napari's notifications).
 
         Parameters
@@ -243,11 +249,12 @@ class MeasureWidget(Container):
             raise ValueError("measure with a CT image first, then save the report")
         inputs, result = self._inputs, self.result
         method = inputs.get("method") or {"mask": self._names.get("prediction", "")}
+        show = list(self.report_ids.value)
 
         def job():
             try:
                 write_report(path, inputs["ct"], inputs["mask"], truth=inputs["truth"], measurement=result,
-                             method=method, overwrite=overwrite)
+                             method=method, show=show, overwrite=overwrite)
                 return None, None
             except (ValueError, OSError) as exc:
                 return None, str(exc)
