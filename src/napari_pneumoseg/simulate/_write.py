@@ -68,11 +68,8 @@ def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None
     ['ct', 'facts.json', 'truth.seg.nrrd']
     """
     from .. import __version__
-    from ..ct.write import write_derived_series, write_dicom_series
-    from ..io.atomic import atomic_folder
-    from ..io.masks import write_mask
+    from ..training.cases import write_case_folder
 
-    folder = Path(folder)
     facts = case.facts or {}
     params = facts.get("parameters") or {}
     what = " ".join(str(params[k]) for k in ("side", "size") if params.get(k) is not None)
@@ -82,13 +79,6 @@ def write_simulated_case(case, folder, *, overwrite: bool = False, progress=None
     derivation = (f"SIMULATED pneumothorax ({what}{seed}) added by napari-pneumoseg {__version__} "
                   f"to series {case.ct.metadata.get('series_instance_uid') or '(no UID)'}"
                   + (f" ({src})" if src else "") + ": not a real finding.")
-    with atomic_folder(folder, overwrite=overwrite) as tmp:
-        if case.ct.metadata.get("files"):
-            write_derived_series(case.ct, tmp / "ct", series_description=description,
-                                 derivation_description=derivation, progress=progress, cancel=cancel)
-        else:  # a CT that was not read from DICOM (e.g. the packaged sample): a new series
-            write_dicom_series(case.ct, tmp / "ct", series_description=description,
-                               progress=progress, cancel=cancel)
-        write_mask(case.truth, tmp / "truth.seg.nrrd", case.ct)
-        (tmp / "facts.json").write_text(case.as_json(), encoding="utf-8")
-    return folder
+    return write_case_folder(folder, case.ct, case.truth, sidecar=("facts.json", case.as_json()),
+                             series_description=description, derivation=derivation, overwrite=overwrite,
+                             progress=progress, cancel=cancel)

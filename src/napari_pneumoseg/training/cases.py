@@ -186,3 +186,164 @@ def _cases_from_folder(root: Path, progress=None) -> Iterable[Case]:
         case = Case(patient.name, ct.hu, ct.spacing, mask)
         _check(case)
         yield case
+
+
+#: The files a case folder written by :func:`add_case` holds (besides the DICOM series in ``ct/``).
+CASE_MASK, CASE_JSON = "truth.seg.nrrd", "case.json"
+
+
+def _slug(name: str) -> str:
+    """A folder-name-safe version of ``name``: letters, digits, ``._-``; others become ``_``."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(name)).strip("._")
+
+
+def write_case_folder(folder, ct, mask: np.ndarray, *, sidecar: tuple[str, str], series_description: str,
+                      derivation: str, overwrite: bool = False, progress=None, cancel=None) -> Path:
+    """Write one patient folder of a dataset, all or nothing: ``ct/``, ``truth.seg.nrrd`` and a JSON sidecar.
+
+    The CT is written as a series derived from its source DICOM files when it names
+    them (``metadata["files"]``: the source's patient, study and geometry tags, new
+    UIDs), else as a new series; the mask as a 3D Slicer segmentation on the CT's grid.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The patient folder to create (parents are created).
+    ct : CTVolume
+        The CT.
+    mask : ndarray, shape (z, y, x)
+        The mask on the CT's grid.
+    sidecar : (str, str)
+        File name and JSON text of the facts or provenance written beside them.
+    series_description, derivation : str
+        SeriesDescription and DerivationDescription of the written series.
+    overwrite : bool, default False
+        Replace an existing non-empty ``folder``.
+    progress, cancel
+        While the DICOM slices are written.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder``.
+
+    Raises
+    ------
+    FileExistsError
+        ``folder`` is a file, or a non-empty folder and ``overwrite`` is false.
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` said so; ``folder`` is left as it was.
+    """
+    from ..ct.write import write_derived_series, write_dicom_series
+    from ..io.atomic import atomic_folder
+    from ..io.masks import write_mask
+
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        if ct.metadata.get("files"):
+            write_derived_series(ct, tmp / "ct", series_description=series_description,
+                                 derivation_description=derivation, progress=progress, cancel=cancel)
+        else:  # a CT that was not read from DICOM (e.g. the packaged sample): a new series
+            write_dicom_series(ct, tmp / "ct", series_description=series_description,
+                               progress=progress, cancel=cancel)
+        write_mask(mask, tmp / CASE_MASK, ct)
+        (tmp / sidecar[0]).write_text(sidecar[1], encoding="utf-8")
+    return Path(folder)
+
+
+def _patient_name(ct) -> str:
+    """PatientID from the CT's first source file, else a name from its series UID."""
+    files = ct.metadata.get("files") or []
+    if files:
+        import pydicom
+
+        try:
+            pid = str(pydicom.dcmread(files[0], stop_before_pixels=True, force=True).get("PatientID") or "")
+        except Exception:  # noqa: BLE001 - an unreadable header just gives no PatientID
+            pid = ""
+        if _slug(pid):
+            return _slug(pid)
+    uid = str(ct.metadata.get("series_instance_uid") or "")
+    return f"case-{_slug(uid)[-12:]}" if _slug(uid) else "case"
+
+
+def add_case(dataset, ct, mask: np.ndarray, *, patient_id: Optional[str] = None,
+             provenance: Optional[dict] = None, overwrite: bool = False, progress=None, cancel=None) -> Path:
+    """Add a CT and its (corrected) mask to a dataset folder as ``dataset/<patient>/``, in the layout train() reads.
+
+    Parameters
+    ----------
+    dataset : str or os.PathLike
+        The dataset folder (created if missing).
+    ct : CTVolume
+        The CT the mask was drawn on.
+    mask : ndarray, shape (z, y, x)
+        The mask on the CT's grid (nonzero = pneumothorax).
+    patient_id : str, optional
+        The patient folder's name (made folder-safe); default the PatientID of the
+        CT's source files, else ``case-<end of its series UID>``. Cases of one patient
+        share a name; give another to add a second study of the same patient.
+    provenance : dict, optional
+        What made the mask (e.g. ``{"pre_annotation": "pleural air", "voxels_edited":
+        1234}``), written to ``case.json`` with the source series and the time.
+    overwrite : bool, default False
+        Replace an existing case of that name.
+    progress, cancel
+        While the DICOM slices are written.
+
+    Returns
+    -------
+    pathlib.Path
+        The patient folder: ``ct/`` (the CT as a DICOM series derived from its
+        source, or a new series), ``truth.seg.nrrd`` and ``case.json``; written
+        all or nothing.
+
+    Raises
+    ------
+    MaskGeometryError
+        If the mask is not on the CT's grid (another shape).
+    FileExistsError
+        If the case exists and ``overwrite`` is False (nothing is written).
+    ValueError
+        If ``provenance`` cannot be written as JSON.
+    napari_pneumoseg.progress.Cancelled
+        ``cancel`` said so; nothing is left behind.
+    """
+    import datetime
+    import json
+
+    from .. import __version__
+    from ..io import MaskGeometryError
+
+    mask = np.asarray(mask)
+    if mask.shape != tuple(ct.shape):
+        raise MaskGeometryError(f"the mask's shape {mask.shape} is not the CT's {tuple(ct.shape)}: "
+                                "a case needs the mask on the CT's voxel grid")
+    name = _slug(patient_id) if patient_id is not None else _patient_name(ct)
+    if not name:
+        raise ValueError(f"patient_id {patient_id!r} has no letters or digits to name a folder with")
+    folder = Path(dataset) / name
+    if not overwrite and (folder.is_file() or (folder.is_dir() and any(folder.iterdir()))):
+        raise FileExistsError(f"{folder} exists: a case of that name is in the dataset; "
+                              "choose another patient id or allow replacing it")
+    record = {
+        "source": {"series_instance_uid": ct.metadata.get("series_instance_uid"),
+                   "study_instance_uid": ct.metadata.get("study_instance_uid"),
+                   "series_description": ct.metadata.get("series_description"),
+                   "files": len(ct.metadata.get("files") or [])},
+        "mask": {"voxels": int(np.count_nonzero(mask)),
+                 "volume_ml": float(np.count_nonzero(mask)) * ct.voxel_volume_ml},
+        "provenance": dict(provenance or {}),
+        "added": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "software": f"napari-pneumoseg {__version__}",
+    }
+    try:
+        text = json.dumps(record, indent=2)
+    except TypeError as exc:
+        raise ValueError(f"provenance cannot be written as JSON: {exc}") from None
+    src = ct.metadata.get("series_description") or ""
+    return write_case_folder(
+        folder, ct, (mask != 0).astype(np.uint8), sidecar=(CASE_JSON, text), overwrite=overwrite,
+        series_description=f"Annotated case {name}",
+        derivation=f"Saved as annotated case {name} by napari-pneumoseg {__version__} from series "
+                   f"{ct.metadata.get('series_instance_uid') or '(no UID)'}" + (f" ({src})" if src else ""),
+        progress=progress, cancel=cancel)
