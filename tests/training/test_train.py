@@ -146,3 +146,50 @@ def test_cosine_schedule_goes_from_the_rate_to_zero(monkeypatch):
     assert rates == [1e-3, 1e-3, 8.536e-4, 5e-4, 1.464e-4, 0.0, 0.0]
     now[0] = start + 50.0  # half-way: the epoch number is ignored when there is a time budget
     assert by_time(0) == by_time(999) == pytest.approx(5e-4, rel=1e-12)
+
+
+def _file_state(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def test_fine_tune_starts_from_the_parent_and_records_it(tmp_path):
+    from napari_pneumoseg.model import ModelBundle, save_model
+
+    parent_path = tmp_path / "parent.pnxmodel"
+    window = {"method": "window", "hu_min": -1200.0, "hu_max": 200.0}
+    parent = ModelBundle.build("resnet18", preprocessing=window, threshold=0.4,
+                               provenance={"data": {"cases": ["a", "b"]}, "metrics": {"test": {"dice": 0.5}}})
+    save_model(parent, parent_path)
+    before = _file_state(parent_path)
+    # Zero epochs of learning: the weights stay the parent's (lr 0 would still move BatchNorm statistics).
+    out = tmp_path / "child.pnxmodel"
+    result = train(tiny_cases(), out, epochs=1, batch_size=4, patch_size=32, steps_per_epoch=1,
+                   learning_rate=1e-3, init_model=parent_path, backbone="resnet50", evaluate=False)
+    child = load_model(out)
+    assert child.architecture["backbone"] == "resnet18"  # the parent's encoder, not the argument's
+    assert child.preprocessing["hu_min"] == -1200.0 and child.threshold == pytest.approx(0.4)
+    rec = child.provenance["parent_model"]
+    assert rec["path"] == str(parent_path.resolve()) and rec["sha256"] == before[0] and rec["cases"] == ["a", "b"]
+    # It learnt from the parent's weights: the encoder's first convolution moved only a step away.
+    p0 = load_model(parent_path).model.get_weights()
+    c0 = child.model.get_weights()
+    first = next(k for k, w in enumerate(p0) if w.ndim == 4)
+    assert np.abs(c0[first] - p0[first]).max() < 0.05 < np.abs(p0[first]).max()
+    assert _file_state(parent_path) == before and result.model_path == out
+    with pytest.raises(ValueError, match="same file"):
+        train(tiny_cases(), parent_path, init_model=parent_path, overwrite=True)
+
+
+def test_a_cancelled_fine_tune_leaves_the_parent_untouched(tmp_path):
+    from napari_pneumoseg.model import ModelBundle, save_model
+
+    parent_path = tmp_path / "parent.pnxmodel"
+    save_model(ModelBundle.build("resnet18"), parent_path)
+    before = _file_state(parent_path)
+    result = train(tiny_cases(), tmp_path / "child.pnxmodel", epochs=5, batch_size=4, patch_size=32,
+                   init_model=parent_path, cancel=lambda: True)
+    assert result.stopped == "cancelled" and result.model_path is None
+    assert not (tmp_path / "child.pnxmodel").exists()
+    assert _file_state(parent_path) == before

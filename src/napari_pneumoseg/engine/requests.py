@@ -95,13 +95,16 @@ class TrainRequest(Request):
     backbone: Optional[str] = None
     encoder_weights: Optional[str] = None
     steps_per_epoch: Optional[int] = None
+    max_seconds: Optional[float] = None
+    init_model: Optional[str] = None  # fine-tune from this model file
     overwrite: bool = False
 
-    #: Options whose None means "train()'s default" (patch_size and steps_per_epoch
-    #: are None in train() too, so None passes through the same way).
+    #: Options whose None means "train()'s default" (patch_size, steps_per_epoch,
+    #: max_seconds and init_model are None in train() too, so None passes through the same way).
     OPTIONS: ClassVar[tuple[str, ...]] = (
         "epochs", "batch_size", "learning_rate", "patience", "split", "seed", "patch_size",
-        "augment", "backbone", "encoder_weights", "steps_per_epoch", "overwrite")
+        "augment", "backbone", "encoder_weights", "steps_per_epoch", "max_seconds", "init_model",
+        "overwrite")
 
     def train_options(self) -> dict[str, Any]:
         """Keyword arguments for ``train()``: the options that were set."""

@@ -64,6 +64,7 @@ def train(
     lr_decay: bool = False,
     pixel_spacing_mm: Union[str, float, None] = "auto",
     evaluate: Union[bool, Sequence[str]] = True,
+    init_model: Union[str, os.PathLike, None] = None,
     overwrite: bool = False,
     progress: Optional[Callable[[int, int, str], None]] = None,
     on_epoch: Optional[Callable[[int, dict], None]] = None,
@@ -132,6 +133,13 @@ def train(
         share one). Training at 1.4 mm costs about a quarter of 0.7 mm.
     evaluate : bool or sequence of str, optional
         Table 2 for all three sets (True), none, or the named sets.
+    init_model : str or os.PathLike, optional
+        Fine-tune: start from this ``.pnxmodel``'s weights and keep its encoder,
+        preprocessing (HU scaling and pixel size) and threshold; ``backbone``,
+        ``encoder_weights``, ``preprocessing`` and ``pixel_spacing_mm`` are then
+        ignored. The file is only read (``out`` must be another file), and the new
+        model's provenance records it as the parent (path, SHA-256, its cases and
+        metrics).
     overwrite : bool, optional
         Replace an existing ``out``.
     progress : callable, optional
@@ -151,8 +159,10 @@ def train(
     ------
     ValueError
         ``out`` does not end in ``.pnxmodel``, ``patch_size`` is not a multiple
-        of 32, ``validation`` is unknown, the cases are inconsistent, or the
-        validation set is empty.
+        of 32, ``validation`` is unknown, the cases are inconsistent, the
+        validation set is empty, or ``init_model`` is ``out`` itself.
+    ModelLoadError
+        ``init_model`` cannot be loaded, or is not one of our Unets.
     FileExistsError
         ``out`` exists and ``overwrite`` is False.
 
@@ -180,6 +190,9 @@ def train(
     if not the_split.validation:
         raise ValueError("the validation set is empty: give at least 3 slices")
 
+    parent = None
+    if init_model is not None:
+        parent, backbone, encoder_weights, preprocessing, pixel_spacing_mm = _parent_model(init_model, out)
     target_mm, spacing_note = training_pixel_spacing([c.spacing for c in data], pixel_spacing_mm)
     preprocessing = validate_preprocessing(preprocessing)
     preprocessing.pop("pixel_spacing_mm", None)
@@ -187,6 +200,9 @@ def train(
         preprocessing["pixel_spacing_mm"] = target_mm
     bundle = ModelBundle.build(backbone, 1, encoder_weights=encoder_weights,
                                preprocessing=preprocessing)
+    if parent is not None:
+        bundle.model.set_weights(parent.model.get_weights())
+        bundle.threshold = parent.threshold
     # The network learns at the model's pixel size; Table 2 then segments the cases as given.
     at_size = [resample_case(c, target_mm) for c in data]
     scaled = [preprocess(c.hu, bundle.preprocessing, volume_stats(c.hu, bundle.preprocessing))[..., 0]
@@ -210,8 +226,10 @@ def train(
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:  # rebuild inside the strategy so variables are mirrored
         with tf.distribute.MirroredStrategy().scope():
+            weights, threshold = bundle.model.get_weights(), bundle.threshold
             bundle = ModelBundle.build(backbone, 1, encoder_weights=encoder_weights,
-                                       preprocessing=bundle.preprocessing)
+                                       preprocessing=bundle.preprocessing, threshold=threshold)
+            bundle.model.set_weights(weights)  # the parent's, when fine-tuning
             set_bn_momentum(bundle.model)
             _compile(bundle.model, keras, sm, learning_rate)
     else:
@@ -230,6 +248,8 @@ def train(
         "split": the_split.describe(),
         "training": hyper,
     }
+    if parent is not None:
+        bundle.provenance["parent_model"] = _parent_record(parent, init_model)
     keeper = _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, cancel,
                          overwrite, deadline=None if max_seconds is None else start + max_seconds)
     n_steps = len(train_batches) if steps_per_epoch is None else min(steps_per_epoch, len(train_batches))
@@ -258,6 +278,36 @@ def train(
         save_model(bundle, out, overwrite=True)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _parent_model(init_model, out: Path):
+    """The model to fine-tune and the settings it fixes: (bundle, backbone, weights, preprocessing, pixel mm)."""
+    from ..model import ModelLoadError, load_model
+
+    if Path(init_model).resolve() == out.resolve():
+        raise ValueError(f"init_model and out are the same file ({out}): fine-tuning writes a new model "
+                         "and leaves its parent as it is; choose another output name")
+    parent = load_model(init_model)
+    arch = parent.architecture
+    if arch.get("type") != "sm.Unet" or parent.input_channels != 1:
+        raise ModelLoadError(f"{init_model}: only this plugin's 1-channel Unets can be fine-tuned "
+                             f"(this one is {arch.get('type')} with {parent.input_channels} channels)")
+    pre = dict(parent.preprocessing)
+    return parent, arch["backbone"], None, pre, pre.get("pixel_spacing_mm")
+
+
+def _parent_record(parent, init_model) -> dict:
+    """What the new model's provenance says about the model it was fine-tuned from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(init_model, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    prov = parent.provenance or {}
+    return {"path": str(Path(init_model).resolve()), "sha256": digest.hexdigest(),
+            "cases": (prov.get("data") or {}).get("cases"), "metrics": prov.get("metrics"),
+            "parent_model": prov.get("parent_model", {}).get("path") if prov.get("parent_model") else None}
 
 
 def training_pixel_spacing(spacings: Sequence[Sequence[float]],
