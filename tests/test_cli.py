@@ -201,3 +201,19 @@ def test_make_phantoms_with_real_cts_makes_a_mixed_dataset(chest_part, tmp_path,
                  "--real-per-ct", "2"]) == 2
     assert "--force" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def test_add_case_then_fine_tune_from_a_model(phantom_case, tiny_model_path, tmp_path, capsys):
+    """``add-case`` writes the layout ``train`` reads; ``train --init`` fine-tunes and records the parent."""
+    from napari_pneumoseg.model import load_model
+
+    dataset = tmp_path / "ds"
+    args = ["add-case", str(dataset), str(phantom_case / "ct"), str(phantom_case / "truth.nrrd")]
+    assert main(args + ["--patient", "p1", "--note", "corrected by hand"]) == 0
+    assert "added" in capsys.readouterr().out
+    assert (dataset / "p1" / "truth.seg.nrrd").is_file()
+    assert main(args + ["--patient", "p1"]) == 2 and "exists" in capsys.readouterr().err
+    out = tmp_path / "tuned.pnxmodel"
+    assert main(["train", str(dataset), "--out", str(out), "--init", str(tiny_model_path), "--epochs", "1",
+                 "--patch-size", "32", "--steps-per-epoch", "1", "--batch-size", "2"]) == 0
+    assert load_model(out).provenance["parent_model"]["path"] == str(tiny_model_path.resolve())
