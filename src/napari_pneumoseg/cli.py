@@ -152,12 +152,30 @@ def _cmd_train(args) -> int:
                    seed=args.seed, patch_size=args.patch_size, augment=not args.no_augment,
                    backbone=args.backbone, encoder_weights=args.encoder_weights,
                    steps_per_epoch=args.steps_per_epoch, overwrite=args.force,
-                   pixel_spacing_mm=_pixel_mm(args.pixel_mm),
+                   pixel_spacing_mm=_pixel_mm(args.pixel_mm), init_model=args.init,
+                   max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                    progress=bar, on_epoch=on_epoch)
     print(f"\n{result.stopped} after {len(result.history)} epoch(s), best epoch "
           f"{result.best_epoch}; model: {result.model_path}; {result.seconds:.0f} s")
     print_table(result.table)
     return 0 if result.model_path else 1
+
+
+def _cmd_add_case(args) -> int:
+    from .ct import read_ct
+    from .io.masks import read_mask
+    from .training import add_case
+
+    ct = read_ct(args.ct, series_uid=args.series, progress=TextProgress("reading   "))
+    mask = read_mask(args.mask, like=ct)
+    provenance = {"mask_file": str(Path(args.mask).resolve()), "ct": str(Path(args.ct).resolve())}
+    if args.note:
+        provenance["note"] = args.note
+    folder = add_case(args.dataset, ct, mask, patient_id=args.patient, provenance=provenance,
+                      overwrite=args.force, progress=TextProgress("writing   "))
+    print(f"added {folder}: {int((mask != 0).sum())} mask voxels, "
+          f"{float((mask != 0).sum()) * ct.voxel_volume_ml:.1f} mL")
+    return 0
 
 
 def _pixel_mm(value: str):
@@ -405,9 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pixel-mm", default="auto",
                     help="in-plane pixel size to train at and record in the model: a number of mm, "
                          "'native' (every CT at its own resolution) or 'auto' (the data's own, when shared)")
+    tr.add_argument("--init", default=None, metavar="M.pnxmodel",
+                    help="fine-tune: start from this model's weights, encoder, preprocessing and threshold "
+                         "(it is only read)")
+    tr.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this time")
     tr.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     tr.add_argument("--force", action="store_true", help="replace an existing model file")
     tr.set_defaults(func=_cmd_train)
+
+    ac = sub.add_parser("add-case", help="add a CT and its mask to a training dataset as DATASET/<patient>/")
+    ac.add_argument("dataset", help="the dataset folder (created if missing)")
+    ac.add_argument("ct", help="DICOM folder or file of the CT")
+    ac.add_argument("mask", help="the mask on the CT's grid (.seg.nrrd, .nrrd, .nii.gz, DICOM-SEG)")
+    ac.add_argument("--patient", default=None, help="the case's folder name (default: the CT's PatientID)")
+    ac.add_argument("--note", default=None, help="what made the mask, kept in case.json")
+    ac.add_argument("--series", default=None, help="SeriesInstanceUID to read")
+    ac.add_argument("--force", action="store_true", help="replace an existing case of that name")
+    ac.set_defaults(func=_cmd_add_case)
 
     ph = sub.add_parser("make-phantoms", help="write a phantom dataset (DICOM + NRRD per patient)")
     ph.add_argument("out_dir")
