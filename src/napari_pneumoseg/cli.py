@@ -373,6 +373,26 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    from .batch import run
+
+    method = args.method or ("network" if args.model else None)
+    if method is None:
+        raise ValueError("give --model M.pnxmodel (the network) or --method pleural-air (no model)")
+    try:
+        summary = run(args.root, args.out, method=method, model=args.model, workers=args.workers,
+                      scheduler=args.scheduler, measure=args.measure, format=args.format,
+                      batch_size=args.batch_size, threshold=args.threshold, crop_chest=not args.no_crop,
+                      skip_slices=not args.all_slices, device=args.device, retries=args.retries,
+                      progress=TextProgress("series    "), log=lambda line: print(f"\n{line}", file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"\npneumoseg: interrupted; the series finished so far are recorded in {args.out} "
+              "(status.jsonl), and a rerun does the rest.", file=sys.stderr)
+        return 130
+    print(summary.summary())
+    return 1 if summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pneumoseg", description="Find and measure pneumothorax on chest CT."
@@ -482,6 +502,33 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--series", default=None, help="SeriesInstanceUID to read")
     rep.add_argument("--force", action="store_true", help="replace an existing report")
     rep.set_defaults(func=_cmd_report)
+
+    bat = sub.add_parser("batch", help="segment (and measure) every CT series below a folder tree on Dask: "
+                                       "a local cluster, or a running one with --scheduler")
+    bat.add_argument("root", help="folder tree holding DICOM (a PACS export, nested folders, mixed series)")
+    bat.add_argument("--out", required=True, help="output folder: a mask folder per study/series, "
+                                                  "results.csv and status.jsonl; a rerun resumes")
+    bat.add_argument("--method", choices=["network", "pleural-air"], default=None,
+                     help="network (needs --model, the default when it is given) or pleural-air (no model)")
+    bat.add_argument("--model", default=None, help=".pnxmodel (or a Keras .keras/.h5) file")
+    bat.add_argument("--workers", type=int, default=None,
+                     help="local worker processes (default: one per GPU, else 1 for the network and one per "
+                          "core for pleural air); ignored with --scheduler")
+    bat.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (dask-jobqueue, Kubernetes); "
+                          "its workers must see ROOT and --out at the same paths")
+    bat.add_argument("--measure", action="store_true",
+                     help="also the guideline sizes (rim depth, hilum distance, apex to cupola) and size classes")
+    bat.add_argument("--format", choices=["seg.nrrd", "nrrd", "nii.gz", "nii", "dcm"], default="seg.nrrd",
+                     help="mask format (default seg.nrrd)")
+    bat.add_argument("--batch-size", type=int, default=4)
+    bat.add_argument("--threshold", type=float, default=None)
+    bat.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    bat.add_argument("--no-crop", action="store_true", help="run whole slices instead of a window around the chest")
+    bat.add_argument("--all-slices", action="store_true", help="run every slice, not only lung base to apex")
+    bat.add_argument("--retries", type=int, default=2,
+                     help="extra attempts for a series whose task raised or whose worker died (default 2)")
+    bat.set_defaults(func=_cmd_batch)
 
     demo = sub.add_parser("demo", help="the whole job on phantoms: train, segment, measure")
     demo.add_argument("--out", default="demo-out", help="folder for the results")
