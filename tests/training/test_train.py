@@ -178,6 +178,7 @@ def test_fine_tune_starts_from_the_parent_and_records_it(tmp_path):
     first = next(k for k, w in enumerate(p0) if w.ndim == 4)
     assert np.abs(c0[first] - p0[first]).max() < 0.05 < np.abs(p0[first]).max()
     assert _file_state(parent_path) == before and result.model_path == out
+    assert result.replicas == 1  # one device: no mirrored copies
     with pytest.raises(ValueError, match="same file"):
         train(tiny_cases(), parent_path, init_model=parent_path, overwrite=True)
 

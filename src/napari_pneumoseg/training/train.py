@@ -12,6 +12,7 @@ training is feasible on a CPU (inference still runs on whole slices).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class TrainResult:
     table: dict[str, dict] = field(default_factory=dict)  # split -> Table 2 row
     split: dict = field(default_factory=dict)
     seconds: float = 0.0
+    replicas: int = 1  # copies of the weights trained in step (MirroredStrategy: one per device)
 
 
 def train(
@@ -65,6 +67,7 @@ def train(
     pixel_spacing_mm: Union[str, float, None] = "auto",
     evaluate: Union[bool, Sequence[str]] = True,
     init_model: Union[str, os.PathLike, None] = None,
+    devices: Optional[Sequence[str]] = None,
     overwrite: bool = False,
     progress: Optional[Callable[[int, int, str], None]] = None,
     on_epoch: Optional[Callable[[int, dict], None]] = None,
@@ -140,6 +143,12 @@ def train(
         ignored. The file is only read (``out`` must be another file), and the new
         model's provenance records it as the parent (path, SHA-256, its cases and
         metrics).
+    devices : sequence of str, optional
+        TensorFlow devices to train on. None: every GPU when more than one is
+        visible (``tf.distribute.MirroredStrategy``: each batch is split
+        between them and the gradients summed), else TensorFlow's default
+        device. Two or more names (e.g. ``["/gpu:0", "/gpu:1"]``, or logical
+        CPUs ``["/cpu:0", "/cpu:1"]``) train mirrored on exactly those.
     overwrite : bool, optional
         Replace an existing ``out``.
     progress : callable, optional
@@ -160,7 +169,8 @@ def train(
     ValueError
         ``out`` does not end in ``.pnxmodel``, ``patch_size`` is not a multiple
         of 32, ``validation`` is unknown, the cases are inconsistent, the
-        validation set is empty, or ``init_model`` is ``out`` itself.
+        validation set is empty, ``init_model`` is ``out`` itself, or a name in
+        ``devices`` is not a TensorFlow device.
     ModelLoadError
         ``init_model`` cannot be loaded, or is not one of our Unets.
     FileExistsError
@@ -198,11 +208,17 @@ def train(
     preprocessing.pop("pixel_spacing_mm", None)
     if target_mm is not None:
         preprocessing["pixel_spacing_mm"] = target_mm
-    bundle = ModelBundle.build(backbone, 1, encoder_weights=encoder_weights,
-                               preprocessing=preprocessing)
-    if parent is not None:
-        bundle.model.set_weights(parent.model.get_weights())
-        bundle.threshold = parent.threshold
+    k = keras_modules()
+    keras, sm, tf = k.keras, k.sm, k.tf
+    strategy = training_strategy(tf, devices)
+    # Variables made inside a MirroredStrategy's scope are mirrored on each of its devices.
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        bundle = ModelBundle.build(backbone, 1, encoder_weights=encoder_weights, preprocessing=preprocessing)
+        if parent is not None:
+            bundle.model.set_weights(parent.model.get_weights())
+            bundle.threshold = parent.threshold
+        _bn_setter(keras, bn_momentum)(bundle.model)
+        _compile(bundle.model, keras, sm, learning_rate)
     # The network learns at the model's pixel size; Table 2 then segments the cases as given.
     at_size = [resample_case(c, target_mm) for c in data]
     scaled = [preprocess(c.hu, bundle.preprocessing, volume_stats(c.hu, bundle.preprocessing))[..., 0]
@@ -219,21 +235,6 @@ def train(
                                patch_size=patch_size if validation == "patches" else None,
                                positive_fraction=positive_fraction)
 
-    k = keras_modules()
-    keras, sm, tf = k.keras, k.sm, k.tf
-    set_bn_momentum = _bn_setter(keras, bn_momentum)
-    set_bn_momentum(bundle.model)
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:  # rebuild inside the strategy so variables are mirrored
-        with tf.distribute.MirroredStrategy().scope():
-            weights, threshold = bundle.model.get_weights(), bundle.threshold
-            bundle = ModelBundle.build(backbone, 1, encoder_weights=encoder_weights,
-                                       preprocessing=bundle.preprocessing, threshold=threshold)
-            bundle.model.set_weights(weights)  # the parent's, when fine-tuning
-            set_bn_momentum(bundle.model)
-            _compile(bundle.model, keras, sm, learning_rate)
-    else:
-        _compile(bundle.model, keras, sm, learning_rate)
 
     hyper = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
              "patience": patience, "patch_size": patch_size, "augment": augment, "seed": seed,
@@ -241,7 +242,8 @@ def train(
              "optimizer": "Adam", "steps_per_epoch": steps_per_epoch, "bn_momentum": bn_momentum,
              "max_seconds": max_seconds, "validation": validation,
              "positive_fraction": positive_fraction, "lr_decay": lr_decay,
-             "pixel_spacing_mm": target_mm, "pixel_spacing": spacing_note}
+             "pixel_spacing_mm": target_mm, "pixel_spacing": spacing_note,
+             "devices": list(strategy.extended.worker_devices) if strategy is not None else None}
     bundle.provenance = {
         "data": {"cases": [c.name for c in data], "slices": sum(c.n_slices for c in data),
                  "source": str(cases) if isinstance(cases, (str, os.PathLike)) else "in memory"},
@@ -277,7 +279,54 @@ def train(
                                        "stopped": result.stopped, "epochs_run": len(result.history)}
         save_model(bundle, out, overwrite=True)
     result.seconds = time.monotonic() - start
+    result.replicas = _replicas(bundle.model)
     return result
+
+
+def _replicas(model) -> int:
+    """How many devices hold a copy of the model's weights (a MirroredVariable has one per device)."""
+    first = model.trainable_variables[0]
+    return len(getattr(getattr(first, "value", first), "values", (first,)))
+
+
+def training_strategy(tf, devices: Optional[Sequence[str]] = None):
+    """The ``tf.distribute.MirroredStrategy`` to train with, or None for one device.
+
+    Parameters
+    ----------
+    tf : module
+        TensorFlow.
+    devices : sequence of str, optional
+        As :func:`train`'s ``devices``: None mirrors over every visible GPU when
+        there are two or more.
+
+    Returns
+    -------
+    tf.distribute.MirroredStrategy or None
+
+    Raises
+    ------
+    ValueError
+        A named device does not exist.
+    """
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) < 2:
+            return None
+        devices = [d.name for d in gpus]
+    devices = list(devices)
+    known = {_short_device(d.name) for d in tf.config.list_logical_devices()}
+    missing = [name for name in devices if _short_device(name) not in known]
+    if missing:
+        raise ValueError(f"no TensorFlow device {', '.join(map(repr, missing))}; there are {', '.join(sorted(known))}")
+    if len(devices) < 2:
+        return None
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def _short_device(name: str) -> str:
+    """``"/job:localhost/replica:0/task:0/device:GPU:1"``, ``"/gpu:1"`` or ``"GPU:1"`` -> ``"GPU:1"``."""
+    return name.rsplit("/", 1)[-1].upper().removeprefix("DEVICE:")
 
 
 def _parent_model(init_model, out: Path):
