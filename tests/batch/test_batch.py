@@ -167,3 +167,47 @@ def test_bad_arguments_fail_before_any_work(tree, tmp_path):
     with pytest.raises(ValueError):
         run(tree, tmp_path / "o", method="pleural-air", format="png")
     assert not (tmp_path / "o").exists()
+
+
+def test_network_method_loads_the_model_once_per_worker_and_matches_segment(tree, client, tiny_model_path,
+                                                                             tmp_path):
+    from napari_pneumoseg import read_ct, read_mask
+    from napari_pneumoseg.cli import main
+
+    out = tmp_path / "net"
+    summary = run(tree, out, method="network", model=tiny_model_path, scheduler=client)
+    assert (summary.done, summary.refused, summary.failed) == (N_GOOD, 1, 0)
+
+    def loads():  # runs on each worker
+        from napari_pneumoseg.batch import worker
+
+        return os.getpid(), worker.LOADS
+
+    per_pid = dict(client.run(loads).values())
+    done = [rec for rec in status_lines(out) if rec["status"] == "done"]
+    used = {int(rec["worker"].rsplit(":", 1)[1]) for rec in done}
+    assert used <= set(per_pid) and all(per_pid[pid] == 1 for pid in used)  # once, whatever the task count
+    assert len(done) > len(used)  # so some worker reused its model
+    rows = results(out)
+    assert all(r["method"] == "network" and r["model"] == str(tiny_model_path.resolve()) for r in rows)
+    rec = json.loads((out / rows[0]["mask"]).with_name("result.json").read_text())
+    single = tmp_path / "single.seg.nrrd"
+    assert main(["segment", rec["source"], "--model", str(tiny_model_path), "--out", str(single)]) == 0
+    ct = read_ct(rec["source"])
+    np.testing.assert_array_equal(read_mask(out / rows[0]["mask"], like=ct), read_mask(single, like=ct))
+
+
+def test_the_batch_command_on_a_running_scheduler(tree, client, tmp_path, capsys):
+    from napari_pneumoseg.cli import main
+
+    out = tmp_path / "cli"
+    args = ["batch", str(tree), "--out", str(out), "--method", "pleural-air", "--format", "nii.gz",
+            "--scheduler", client.scheduler.address]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"5 series: 0 up to date, {N_GOOD} done, 1 refused, 0 failed" in captured.out
+    assert "Dask dashboard:" in captured.err and "series" in captured.err
+    assert len(list(out.rglob("pneumothorax.nii.gz"))) == N_GOOD
+    assert main(args) == 0 and "5 series: 5 up to date, 0 done" in capsys.readouterr().out
+    assert main(["batch", str(tree), "--out", str(tmp_path / "x")]) == 2
+    assert "--method pleural-air" in capsys.readouterr().err and not (tmp_path / "x").exists()
