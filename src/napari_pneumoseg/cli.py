@@ -538,14 +538,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _outputs(args) -> list[str]:
+    """The files and folders a command will write (its ``--out``, and the dataset add-case fills)."""
+    out = [getattr(args, "out", None), getattr(args, "out_dir", None)]
+    if args.command == "add-case":
+        out.append(args.dataset)
+    return [o for o in out if o]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; user errors print one clear line and exit 2, never a traceback."""
+    from .io.atomic import OutputError, check_writable
     from .progress import Cancelled
 
     args = build_parser().parse_args(argv)
     try:
+        for where in _outputs(args):  # a read-only or full folder is said now, not after the work
+            check_writable(where)
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # CTReadError, ModelLoadError...
+    except (ValueError, FileExistsError, FileNotFoundError, OutputError) as exc:  # CTReadError, ModelLoadError...
         print(f"\npneumoseg: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):

@@ -144,11 +144,15 @@ def run(
         (:class:`~napari_pneumoseg.ct.CTReadError`).
     FileNotFoundError
         ``model`` does not exist.
+    OutputError
+        ``out`` cannot be written (read-only, forbidden, full): said before
+        any work (:func:`~napari_pneumoseg.io.atomic.check_writable`).
     KeyboardInterrupt
         Re-raised after the outstanding tasks are cancelled and a local
         cluster is closed: the finished series are recorded, and no
         half-written file is left in ``out``.
     """
+    from ..io.atomic import check_writable
     from ..io.masks import mask_format
 
     start = time.monotonic()
@@ -169,6 +173,7 @@ def run(
                         batch_size=batch_size, threshold=threshold, crop_chest=crop_chest,
                         skip_slices=skip_slices, device=device)
     out = Path(out)
+    check_writable(out)  # a read-only or full output folder is said before any work
     out.mkdir(parents=True, exist_ok=True)
     _remove_partials(out)
 
@@ -347,7 +352,9 @@ def gpu_count() -> int:
 def local_cluster(n_workers: int, *, gpus: int = 0, retries: int = 2):
     """A :class:`distributed.LocalCluster` for batch work: spawned worker processes, one thread each.
 
-    Spawn, not fork: TensorFlow is not fork-safe. A worker that dies
+    Spawn, not fork: TensorFlow is not fork-safe. Each worker's slice-wise
+    work and TensorFlow use its share of the cores (``PNEUMOSEG_THREADS`` =
+    cores / workers, see :mod:`napari_pneumoseg.resources`). A worker that dies
     mid-task has it rescheduled at most ``retries`` times
     (``distributed.scheduler.allowed-failures``). With ``gpus``, there is one
     worker per GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES``).
@@ -369,14 +376,19 @@ def local_cluster(n_workers: int, *, gpus: int = 0, retries: int = 2):
     import distributed  # noqa: F401  (registers the distributed config)
     from distributed import LocalCluster, Nanny
 
+    from ..resources import ENV, cpu_budget
+
     config = {"distributed.worker.multiprocessing-method": "spawn",
               "distributed.scheduler.allowed-failures": retries}
+    # Each worker keeps its share of the cores busy, not all of them (threads.cpu_budget).
+    share = {ENV: str(max(1, cpu_budget() // max(1, gpus or n_workers)))}
     with dask.config.set(config):
         cluster = LocalCluster(n_workers=0 if gpus else n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0", scheduler_port=0)
+                               dashboard_address=":0", scheduler_port=0, env=share)
         if gpus:
             cluster.worker_spec.update({
-                f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+                f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1,
+                                                       "env": {**share, "CUDA_VISIBLE_DEVICES": str(i)}}}
                 for i in range(gpus)})
             cluster.scale(gpus)
     return cluster

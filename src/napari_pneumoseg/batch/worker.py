@@ -124,11 +124,25 @@ def cached_model(path, device: str = "auto"):
     with _LOCK:
         if key not in _MODELS:
             if not _MODELS and LOADS == 0:
+                _limit_tf_threads()
                 configure_device(device)
             _MODELS.clear()
             _MODELS[key] = load_model(path)
             LOADS += 1
         return _MODELS[key]
+
+
+def _limit_tf_threads() -> None:
+    """TensorFlow's intra-op pool to this worker's share of the cores, when a share was given."""
+    from ..model._backend import keras_modules
+    from ..resources import ENV, cpu_budget
+
+    if os.environ.get(ENV):
+        tf = keras_modules().tf
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cpu_budget())
+        except RuntimeError:  # TensorFlow already started in this process: keep its pool
+            pass
 
 
 # --------------------------------------------------------------------------- one series

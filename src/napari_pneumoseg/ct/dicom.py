@@ -9,6 +9,7 @@ reported in ``CTVolume.warnings`` or raised as a :class:`CTReadError`.
 
 from __future__ import annotations
 
+import io
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from ..progress import ProgressFn, check_cancel, report
+from ..resources import check_allocation, cpu_budget
 from .volume import CTReadError, CTVolume
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -29,6 +31,10 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 #: Value written for pixels marked as padding (outside the reconstruction field).
 PADDING_HU = -1000.0
+#: Largest Rows or Columns read: far above any CT's (512 to 2048), far below a header's lie.
+MAX_SIDE = 8192
+#: Most frames read from one multi-frame file.
+MAX_FRAMES = 10000
 
 PathLike = Union[str, os.PathLike]
 
@@ -105,7 +111,8 @@ def read_ct(
     cancel : callable or threading.Event, optional
         Checked every few files (see :mod:`napari_pneumoseg.progress`).
     workers : int, optional
-        Threads decoding pixel data; default ``min(8, 2 * os.cpu_count())``.
+        Threads decoding pixel data; default ``min(8, 2 * cpu_budget())``
+        (:func:`napari_pneumoseg.resources.cpu_budget`).
 
     Returns
     -------
@@ -150,7 +157,7 @@ def read_ct(
     napari_pneumoseg.ct.volume.CTReadError: .../missing: no such file or folder.
     """
     files = _list_files(path)
-    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    workers = workers or min(8, 2 * cpu_budget())
     warnings: list[str] = []
 
     # 1. Parse every file once (headers and raw pixel bytes; decoding comes later).
@@ -177,7 +184,9 @@ def read_ct(
             others[reason].append(file.name)
             continue
         try:
-            slices.extend(_slices_of(file, ds))
+            found = _slices_of(file, ds)
+            _check_pixel_length(ds)  # here, not in _slices_of: listing series (batch) reads no pixels
+            slices.extend(found)
         except _SkipFile as exc:
             skipped[str(exc)].append(file.name)
 
@@ -279,7 +288,10 @@ def _parse(file: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(file)
+        # Parsed from memory: a length field that lies cannot make the parser reserve gigabytes
+        # (a file object's read(n) allocates n first; a BytesIO's gives only what is there).
+        data = io.BytesIO(Path(file).read_bytes())
+        return pydicom.dcmread(data)
     except InvalidDicomError:
         # Some old files lack the 128-byte preamble; accept them only if they
         # start with a group 0008 or 0002 element and really parse as an image.
@@ -287,7 +299,8 @@ def _parse(file: Path):
             with open(file, "rb") as fh:
                 if fh.read(2) not in (b"\x08\x00", b"\x02\x00", b"\x00\x08"):
                     return "that are not DICOM"
-            ds = pydicom.dcmread(file, force=True)
+            data.seek(0)
+            ds = pydicom.dcmread(data, force=True)
             if "SOPClassUID" in ds or "PixelData" in ds:
                 return ds
         except Exception:
@@ -336,13 +349,23 @@ def _slices_of(file: Path, ds) -> list[_Slice]:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except Exception:
         raise _SkipFile("that lack image size (Rows/Columns)") from None
+    if not (1 <= rows <= MAX_SIDE and 1 <= cols <= MAX_SIDE):
+        raise _SkipFile(f"with an impossible image size (Rows x Columns of {rows} x {cols}; "
+                        f"a CT image has 1 to {MAX_SIDE} of each)")
+    _check_pixel_format(ds)
     series = str(ds.get("SeriesInstanceUID", "") or "")
     sop_uid = str(ds.get("SOPInstanceUID", "") or "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPInstanceUID", "") or "")
     inst = _int(ds.get("InstanceNumber"), 0)
     acq = str(ds.get("AcquisitionNumber", "") or "")
     nframes = _int(ds.get("NumberOfFrames"), 1)
+    if not 1 <= nframes <= MAX_FRAMES:
+        raise _SkipFile(f"with an impossible NumberOfFrames ({ds.get('NumberOfFrames')})")
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is not None and len(per_frame) != nframes:
+            raise _SkipFile(f"whose NumberOfFrames ({nframes}) differs from their per-frame "
+                            f"geometry ({len(per_frame)} items)")
         out = []
         for f in range(nframes):
             pos = _group_attr(ds, f, "PlanePositionSequence", "ImagePositionPatient")
@@ -357,8 +380,8 @@ def _slices_of(file: Path, ds) -> list[_Slice]:
                 raise _SkipFile("whose frames lack position, orientation or pixel spacing")
             out.append(
                 _Slice(file, f, _vec(pos, 3), _unit_iop(iop), _pair(ps),
-                       _float(slope, _float(ds.get("RescaleSlope"), 1.0)),
-                       _float(icpt, _float(ds.get("RescaleIntercept"), 0.0)),
+                       _rescale(slope if slope is not None else ds.get("RescaleSlope"), "RescaleSlope"),
+                       _rescale(icpt if icpt is not None else ds.get("RescaleIntercept"), "RescaleIntercept"),
                        rows, cols, inst, acq, series, sop_uid)
             )
         return out
@@ -370,10 +393,62 @@ def _slices_of(file: Path, ds) -> list[_Slice]:
         raise _SkipFile("that lack ImagePositionPatient, ImageOrientationPatient or PixelSpacing")
     return [
         _Slice(file, None, _vec(pos, 3), _unit_iop(iop), _pair(ps),
-               _float(ds.get("RescaleSlope"), 1.0), _float(ds.get("RescaleIntercept"), 0.0),
+               _rescale(ds.get("RescaleSlope"), "RescaleSlope"),
+               _rescale(ds.get("RescaleIntercept"), "RescaleIntercept"),
                rows, cols, inst, acq, series, sop_uid,
                _float(ds.get("SpacingBetweenSlices"), _float(ds.get("SliceThickness"), float("nan"))))
     ]
+
+
+def _rescale(value, name: str) -> float:
+    """RescaleSlope (default 1) or RescaleIntercept (default 0); a value that would make HU meaningless is refused.
+
+    A slope of 0 would turn the slice into a constant and a non-number
+    (``NaN``, ``inf``, text) into garbage, so such a file is skipped.
+    """
+    default = 1.0 if name == "RescaleSlope" else 0.0
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise _SkipFile(f"with an unreadable {name} ({str(value)[:20]!r})") from None
+    if not np.isfinite(v) or (name == "RescaleSlope" and v == 0):
+        raise _SkipFile(f"with a {name} of {value!s:.20} (HU would be meaningless)")
+    return v
+
+
+#: Uncompressed transfer syntaxes, whose pixel data length follows from the header.
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+def _check_pixel_format(ds) -> None:
+    """Refuse pixel formats no CT image has (colour, odd bit depths) before decoding anything."""
+    if "PixelData" not in ds:
+        return
+    samples = _int(ds.get("SamplesPerPixel"), 1)
+    if samples != 1:
+        raise _SkipFile(f"with {samples} samples per pixel (a CT image has one: grey levels)")
+    bits = _int(ds.get("BitsAllocated"), 16)
+    if bits not in (8, 16, 32):
+        raise _SkipFile(f"with BitsAllocated {ds.get('BitsAllocated')} (a CT image has 8, 16 or 32)")
+
+
+def _check_pixel_length(ds) -> None:
+    """Uncompressed pixel data must hold what the header claims: checked before anything is allocated.
+
+    Call after :func:`_slices_of`, which has checked Rows, Columns and NumberOfFrames.
+    """
+    if "PixelData" not in ds:
+        return
+    rows, cols, nframes = int(ds.Rows), int(ds.Columns), _int(ds.get("NumberOfFrames"), 1)
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+    if syntax not in _UNCOMPRESSED:
+        return
+    need = rows * cols * nframes * _int(ds.get("BitsAllocated"), 16) // 8
+    if len(ds.PixelData) < need:  # the message is the same for every such file: they are listed together
+        raise _SkipFile("whose pixel data is shorter than their Rows x Columns x NumberOfFrames claim "
+                        "(truncated files, or headers that lie)")
 
 
 def _group_attr(ds, frame: int, seq: str, attr: str):
@@ -576,6 +651,7 @@ def _geometry_checked(stack: list[_Slice], n: np.ndarray, path, warnings: list[s
 
 def _decode(stack, by_file, workers, progress, cancel, n_files):
     """HU array of the stack, the (index, reason) of slices that failed, and padding use."""
+    _check_memory(len(stack) * stack[0].rows * stack[0].cols * 4, stack[0].file.parent)
     hu = np.empty((len(stack), stack[0].rows, stack[0].cols), dtype=np.float32)
     per_file: dict[Path, list[int]] = defaultdict(list)
     for k, s in enumerate(stack):
@@ -609,6 +685,13 @@ def _decode(stack, by_file, workers, progress, cancel, n_files):
                 j.cancel()
             raise
     return hu, sorted(failed), padded
+
+
+def _check_memory(nbytes: int, where) -> None:
+    """Refuse a volume larger than the memory free now (not to be killed half-way, or to swap)."""
+    why = check_allocation(nbytes, "the series as HU")
+    if why:
+        raise CTReadError(f"{where}: {why}.")
 
 
 def _slice_hu(ds, s: _Slice) -> tuple[np.ndarray, bool]:

@@ -34,6 +34,8 @@ from typing import Iterator, Union
 PathLike = Union[str, os.PathLike]
 
 __all__ = [
+    "OutputError",
+    "check_writable",
     "atomic_path",
     "atomic_folder",
     "write_bytes_atomic",
@@ -42,6 +44,63 @@ __all__ = [
     "file_mode",
     "folder_mode",
 ]
+
+
+# --------------------------------------------------------------------------- disk errors
+
+#: errno values that mean "this output cannot be written here", with what to do about it.
+_WRITE_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or choose another folder",
+    errno.EDQUOT: "your disk quota is used up; free some space or choose another folder",
+    errno.EROFS: "the folder is on a read-only file system; choose another folder",
+    errno.EACCES: "you may not write in that folder; choose another folder",
+    errno.EPERM: "you may not write in that folder; choose another folder",
+}
+
+
+class OutputError(OSError):
+    """An output could not be written (disk full, read-only or forbidden folder); nothing was left behind.
+
+    An :class:`OSError` with the errno of the cause; its message names the
+    target and says what to do.
+    """
+
+
+def _output_error(exc: BaseException, target: Path) -> "OutputError | None":
+    """The :class:`OutputError` for a write that failed with ``exc``, or None if ``exc`` is not a disk problem."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if isinstance(cause, OSError) and not isinstance(cause, OutputError) and cause.errno in _WRITE_HINTS:
+            return OutputError(cause.errno, f"cannot write {target}: {_WRITE_HINTS[cause.errno]} "
+                                            f"({os.strerror(cause.errno)}); nothing was written")
+    return None
+
+
+def check_writable(path: PathLike) -> None:
+    """Raise :class:`OutputError` now, before any work, if ``path`` could not be created.
+
+    ``path`` is a file or folder to be written; the nearest folder of it that
+    exists must take a new file (tried for real: permissions alone say nothing
+    for root, or on a read-only mount).
+
+    Raises
+    ------
+    OutputError
+        The folder is read-only, forbidden or full.
+    """
+    here = Path(path).absolute()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        here = here.parent
+    try:
+        fd, name = tempfile.mkstemp(dir=here, prefix=".pneumoseg-write-test-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        err = _output_error(exc, Path(path))
+        if err is not None:
+            raise err from exc
+        raise
 
 
 # --------------------------------------------------------------------------- permissions
@@ -263,7 +322,13 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(_exists_message(path))
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder to write {path.name} into.")
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        err = _output_error(exc, path)
+        if err is not None:
+            raise err from exc
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
@@ -275,6 +340,11 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         else:
             _move_no_clobber(tmp, path)
         _fsync_dir(path.parent)
+    except Exception as exc:  # a library's own wrapper of ENOSPC too (h5py, pydicom, keras)
+        err = _output_error(exc, path)
+        if err is not None:
+            raise err from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -442,15 +512,24 @@ def atomic_folder(folder: PathLike, *, overwrite: bool = False) -> Iterator[Path
             raise _folder_is_a_file(folder)
         if not overwrite and any(folder.iterdir()):
             raise _folder_not_empty(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        err = _output_error(exc, folder)
+        if err is not None:
+            raise err from exc
+        raise
     try:
         yield tmp
         _fsync_tree(tmp)
         os.chmod(tmp, folder_mode())
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        err = _output_error(exc, folder) if isinstance(exc, Exception) else None
+        if err is not None:
+            raise err from exc
         raise
     old = None
     try:

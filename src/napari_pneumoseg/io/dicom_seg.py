@@ -140,23 +140,44 @@ def write_dicom_seg(mask: np.ndarray, path: PathLike, ct, *, name: str = DEFAULT
     with warnings.catch_warnings():
         # highdicom checks the copied PatientName, which old CTs often store as one component.
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=pixel_array,
-            segmentation_type=seg_type,
-            segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
-            series_number=int(series_number),
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="napari-pneumoseg",
-            manufacturer_model_name="napari-pneumoseg",
-            software_versions=__version__,
-            device_serial_number="0",
-        )
+        try:
+            seg = _segmentation(hd, sources, pixel_array, seg_type, description, series_number)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise MaskFileError(f"A DICOM-SEG cannot be made for this CT ({grid.metadata.get('files', ['?'])[0]} "
+                                f"and the rest of its series): highdicom refused its headers ({exc}). Save the "
+                                "mask as .seg.nrrd or .nii.gz instead.") from exc
     seg.SeriesDescription = (series_description or f"{name} (napari-pneumoseg)")[:64]
     with atomic_path(path, overwrite=overwrite) as tmp:
         seg.save_as(str(tmp), enforce_file_format=True)
+
+
+def _segmentation(hd, sources, pixel_array, seg_type, description, series_number):
+    """highdicom's Segmentation of the mask frames, with this plugin as its maker."""
+    from .. import __version__
+
+    return hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=pixel_array,
+        segmentation_type=seg_type,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=int(series_number),
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="napari-pneumoseg",
+        manufacturer_model_name="napari-pneumoseg",
+        software_versions=__version__,
+        device_serial_number="0",
+    )
+
+
+def _as_list(value) -> list:
+    """A DICOM element's value as a list: [] for None, the values of a multi-valued one, else [value]."""
+    from pydicom.multival import MultiValue
+
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
 
 
 def _sources_and_frames(mask: np.ndarray, grid: Grid):
@@ -189,6 +210,10 @@ def _sources_and_frames(mask: np.ndarray, grid: Grid):
                                 ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
             if not str(ds.get(attr, "") or "") and meta_ is not None and meta_.get(meta_attr):
                 setattr(ds, attr, meta_.get(meta_attr))
+        # Present but empty means the default repertoire, which highdicom only accepts when absent.
+        charset = ds.get("SpecificCharacterSet")
+        if "SpecificCharacterSet" in ds and not "".join(map(str, _as_list(charset))).strip():
+            del ds.SpecificCharacterSet
         datasets[f] = ds
     for f, uid in zip(files, uids, strict=True):
         if uid and str(datasets[f].get("SOPInstanceUID", "")) != uid:

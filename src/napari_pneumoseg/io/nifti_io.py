@@ -63,9 +63,13 @@ def read_nifti(path: PathLike) -> MaskFile:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path))  # the header only: the voxels are read below
+    except Exception as exc:  # ImageFileError, bad header
+        raise MaskFileError(f"{path}: not a readable NIfTI file ({exc}).") from exc
+    _check_claim(img, path)
+    try:
         data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # ImageFileError, truncated gzip, bad header
+    except Exception as exc:  # truncated gzip, short data
         raise MaskFileError(f"{path}: not a readable NIfTI file ({exc}).") from exc
     header = img.header
     if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
@@ -79,6 +83,27 @@ def read_nifti(path: PathLike) -> MaskFile:
         raise MaskFileError(f"{path}: a mask must be 3-D, got shape {data.shape}.")
     affine = LPS_TO_RAS @ np.asarray(img.affine, float)
     return MaskFile.from_labelmap(data, affine, str(path))
+
+
+def _check_claim(img, path) -> None:
+    """Refuse a header that claims more voxels than allowed or free, or than an uncompressed file holds."""
+    from ..resources import MAX_ARRAY_BYTES, check_allocation
+
+    try:
+        shape = tuple(int(v) for v in img.shape)
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+        offset = int(img.dataobj.offset)
+    except Exception as exc:
+        raise MaskFileError(f"{path}: not a readable NIfTI file (bad dimensions or type: {exc}).") from exc
+    if not shape or min(shape) < 1:
+        raise MaskFileError(f"{path}: the NIfTI's dimensions {shape} are not a volume.")
+    need = int(np.prod(shape, dtype=object)) * itemsize
+    why = check_allocation(need, "its voxels", limit=MAX_ARRAY_BYTES)
+    if why:
+        raise MaskFileError(f"{path}: refused: {why}.")
+    if not str(path).lower().endswith(".gz") and os.path.getsize(path) < offset + need:
+        raise MaskFileError(f"{path}: the NIfTI holds {os.path.getsize(path) - offset} bytes of voxels, fewer "
+                            f"than the {need} its header claims (truncated, or a header that lies).")
 
 
 def nifti_image(mask: np.ndarray, ct):

@@ -60,7 +60,10 @@ def read_nrrd(path: PathLike) -> MaskFile:
     Raises
     ------
     MaskFileError
-        The file cannot be read as NRRD; it has no ``space`` / ``space
+        The file cannot be read as NRRD; its ``data file`` is not next to it
+        (absolute, in another folder, or a link out of its folder); its sizes
+        claim more than :data:`~napari_pneumoseg.resources.MAX_ARRAY_BYTES`
+        or the memory free, or more than its data holds; it has no ``space`` / ``space
         directions``, an unsupported space, not 3 spatial axes (plus at most
         one list axis), no finite ``space origin`` or malformed segment
         fields; or, without segment fields, it holds values that make it an
@@ -78,12 +81,7 @@ def read_nrrd(path: PathLike) -> MaskFile:
     >>> mf.shape, [s.name for s in mf.segments]
     ((4, 6, 8), ['Pneumothorax'])
     """
-    import nrrd
-
-    try:
-        data, header = nrrd.read(str(path), index_order="C")
-    except Exception as exc:  # NRRDError, truncated gzip, missing detached data
-        raise MaskFileError(f"{path}: not a readable NRRD file ({exc}).") from exc
+    data, header = _read_checked(path)
 
     space = str(header.get("space", "")).strip().lower()
     dirs = header.get("space directions")
@@ -122,6 +120,124 @@ def read_nrrd(path: PathLike) -> MaskFile:
     # Slicer saves a segmentation whose segments are all empty as one voxel, geometry unused.
     mf.empty = data[0].size == 1
     return mf
+
+
+#: pynrrd's names of the compressed encodings, and how to undo each.
+_COMPRESSED = {"gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
+
+
+def _read_checked(path: PathLike):
+    """``(data, header)`` as ``nrrd.read(path, index_order="C")``, with the checks a stranger's file needs.
+
+    The header is read first; its ``data file`` must lie in the header's own
+    folder, and its sizes may not claim more than is allowed or free. A
+    compressed payload is inflated only up to the size the header claims (a
+    gzip bomb costs no more than an honest file); pynrrd decodes the rest.
+    """
+    import io
+
+    import nrrd
+
+    try:
+        with open(path, "rb") as fh:
+            header = nrrd.read_header(fh)
+            data_start = fh.tell()
+    except Exception as exc:  # NRRDError, not NRRD, unreadable
+        raise MaskFileError(f"{path}: not a readable NRRD file ({exc}).") from exc
+    try:
+        dtype = np.dtype(nrrd.reader._determine_datatype(header))
+        sizes = [int(v) for v in header["sizes"]]
+    except Exception as exc:
+        raise MaskFileError(f"{path}: not a readable NRRD file (bad type or sizes: {exc}).") from exc
+    if not sizes or min(sizes) < 1:
+        raise MaskFileError(f"{path}: the NRRD's sizes {sizes} are not a volume.")
+    need = int(np.prod(sizes, dtype=object)) * dtype.itemsize
+    from ..resources import MAX_ARRAY_BYTES, check_allocation
+
+    why = check_allocation(need, "its voxels", limit=MAX_ARRAY_BYTES)
+    if why:
+        raise MaskFileError(f"{path}: refused: {why}.")
+    source = _data_source(header, path)
+    encoding = str(header.get("encoding", "raw")).strip().lower()
+    try:
+        if encoding not in _COMPRESSED:  # raw or text: pynrrd reads no more than the (checked) sizes
+            if source is None:
+                return _read_attached(header, path, data_start), header
+            return nrrd.read_data(header, None, str(path), index_order="C"), header
+        skip = int(header.get("byte skip", 0))
+        if skip < 0:
+            raise MaskFileError(f"{path}: a compressed NRRD cannot have byte skip {skip}.")
+        raw = _inflate(source or path, data_start if source is None else _line_skip(header, source),
+                       _COMPRESSED[encoding], skip + need, path)
+        plain = {k: v for k, v in header.items() if k not in ("data file", "datafile", "line skip")}
+        plain["encoding"] = "raw"
+        return nrrd.read_data(plain, io.BytesIO(raw), None, index_order="C"), header
+    except MaskFileError:
+        raise
+    except Exception as exc:  # NRRDError, short data, corrupt stream
+        raise MaskFileError(f"{path}: not a readable NRRD file ({exc}).") from exc
+
+
+def _read_attached(header, path, data_start):
+    import nrrd
+
+    with open(path, "rb") as fh:
+        fh.seek(data_start)
+        return nrrd.read_data(header, fh, str(path), index_order="C")
+
+
+def _data_source(header, path) -> "str | None":
+    """The detached data file, checked to lie in the header's folder; None when the data follows the header."""
+    name = header.get("data file", header.get("datafile"))
+    if name is None:
+        return None
+    name = str(name).strip()
+    folder = os.path.dirname(os.path.realpath(path))
+    if (not name or name.upper().startswith("LIST") or " " in name or os.path.isabs(name)
+            or name.replace("\\", "/").split("/")[0] == ".."):
+        raise MaskFileError(f"{path}: its 'data file: {name[:80]}' is not a file next to it; only a data file in "
+                            "the header's own folder is read (never a path elsewhere, a list or a pattern).")
+    target = os.path.realpath(os.path.join(os.path.dirname(path), name))
+    if os.path.dirname(target) != folder and not target.startswith(folder + os.sep):
+        raise MaskFileError(f"{path}: its 'data file: {name[:80]}' leads out of its folder (to {target}); "
+                            "only a data file in the header's own folder is read.")
+    if not os.path.isfile(target):
+        raise MaskFileError(f"{path}: its data file {name} is missing; copy it next to the header.")
+    return target
+
+
+def _line_skip(header, source: str) -> int:
+    """Where the data starts in a detached file after its ``line skip`` lines."""
+    with open(source, "rb") as fh:
+        for _ in range(int(header.get("line skip", 0))):
+            fh.readline()
+        return fh.tell()
+
+
+def _inflate(file, start: int, kind: str, need: int, path) -> bytes:
+    """The first ``need`` bytes of the compressed stream in ``file`` from ``start``; never more."""
+    import bz2
+    import zlib
+
+    dec = zlib.decompressobj(zlib.MAX_WBITS | 32) if kind == "gzip" else bz2.BZ2Decompressor()
+    out = bytearray(need)  # the claim, checked before: never grown, never more
+    n = 0
+    with open(file, "rb") as fh:
+        fh.seek(start)
+        while n < need and not dec.eof:
+            if kind == "gzip":
+                chunk = dec.unconsumed_tail or fh.read(1 << 20)
+            else:
+                chunk = fh.read(1 << 20) if dec.needs_input else b""
+            if not chunk and (kind == "gzip" or dec.needs_input):
+                break
+            piece = dec.decompress(chunk, min(need - n, 1 << 22))  # small pieces: no large buffers
+            out[n:n + len(piece)] = piece
+            n += len(piece)
+    if n < need:
+        raise MaskFileError(f"{path}: the compressed data holds {n} bytes, fewer than the {need} its "
+                            "header's sizes claim (truncated, or a header that lies).")
+    return bytes(out)
 
 
 def _slicer_segments(header, path) -> list[Segment]:

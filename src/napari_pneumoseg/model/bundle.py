@@ -30,6 +30,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -458,14 +459,28 @@ def _load_bundle(path: Path) -> ModelBundle:
         if sizes[0] > _MAX_CONFIG_BYTES or sizes[1] > _MAX_WEIGHTS_BYTES:
             raise ModelLoadError(f"{path}: implausibly large members; not a {SUFFIX} file")
         try:
-            config = validate_config(json.loads(zf.read(CONFIG_NAME).decode("utf-8")))
-        except (ValueError, UnicodeDecodeError) as exc:
+            # Read no more than the member declares (a zip can lie about it): memory and disk stay bounded.
+            with zf.open(CONFIG_NAME) as src:
+                text = src.read(sizes[0] + 1)
+            if len(text) > sizes[0]:
+                raise ModelLoadError(f"{path}: {CONFIG_NAME} is larger than the zip declares; not a {SUFFIX} file")
+            config = validate_config(json.loads(text.decode("utf-8")))
+            # Extract only the weights, under a fixed name (never a name taken from the zip).
+            weights = Path(work) / WEIGHTS_NAME
+            written = 0
+            with zf.open(WEIGHTS_NAME) as src, open(weights, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    written += len(chunk)
+                    if written > sizes[1]:
+                        raise ModelLoadError(f"{path}: {WEIGHTS_NAME} is larger than the zip declares; "
+                                             f"not a {SUFFIX} file")
+                    dst.write(chunk)
+        except ModelLoadError:
+            raise
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ModelLoadError(f"{path}: invalid {CONFIG_NAME}: {exc}") from None
-        # Extract only the weights, under a fixed name (never a name taken from the zip).
-        weights = Path(work) / WEIGHTS_NAME
-        with zf.open(WEIGHTS_NAME) as src, open(weights, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise ModelLoadError(f"{path}: the zip is damaged or truncated ({exc}); get the file again") from None
         arch = config["architecture"]
         model = build_unet(arch["backbone"], arch["input_channels"], None)
         _load_weights_checked(model, weights, path)
@@ -490,10 +505,18 @@ def _load_weights_checked(model, weights: Path, path: Path) -> None:
 
     try:
         with h5py.File(weights, "r") as f:
-            stored = []
-            f.visititems(lambda name, obj: stored.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None)
+            stored, kinds = [], set()
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    stored.append(tuple(obj.shape))
+                    kinds.add(obj.dtype.kind)
+
+            f.visititems(visit)
     except OSError as exc:
         raise ModelLoadError(f"{path}: weights are not a readable HDF5 file ({exc})") from None
+    if kinds - {"f"}:
+        raise ModelLoadError(f"{path}: weights must be floating-point arrays, found dtype kinds {sorted(kinds)}")
     expected = [tuple(int(d) for d in w.shape) for w in model.weights]
     if sorted(stored) != sorted(expected):
         raise ModelLoadError(

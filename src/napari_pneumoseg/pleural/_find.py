@@ -50,7 +50,6 @@ replaces their rib-cage model and level set.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -212,7 +211,9 @@ def _upsample(mask: np.ndarray, f: int, shape_yx) -> np.ndarray:
 
 def _threads() -> int:
     """Threads for slice-wise work: SciPy's filters release the GIL, so slices run side by side."""
-    return max(1, min(MAX_THREADS, os.cpu_count() or 1))
+    from ..resources import cpu_budget
+
+    return max(1, min(MAX_THREADS, cpu_budget()))
 
 
 def _per_slice(fn, ks, cancel=None) -> list:
