@@ -152,7 +152,7 @@ def _cmd_train(args) -> int:
                    seed=args.seed, patch_size=args.patch_size, augment=not args.no_augment,
                    backbone=args.backbone, encoder_weights=args.encoder_weights,
                    steps_per_epoch=args.steps_per_epoch, overwrite=args.force,
-                   pixel_spacing_mm=_pixel_mm(args.pixel_mm), init_model=args.init,
+                   pixel_spacing_mm=_pixel_mm(args.pixel_mm), init_model=args.init, resume=args.resume,
                    max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                    progress=bar, on_epoch=on_epoch)
     print(f"\n{result.stopped} after {len(result.history)} epoch(s), best epoch "
@@ -447,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tune: start from this model's weights, encoder, preprocessing and threshold "
                          "(it is only read)")
     tr.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this time")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run (killed, stopped, or out of time) writing --out, "
+                         "with the same dataset and options")
     tr.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
     tr.add_argument("--force", action="store_true", help="replace an existing model file")
     tr.set_defaults(func=_cmd_train)

@@ -56,7 +56,7 @@ def test_requests_cross_as_plain_data_and_come_back_equal():
     assert params["spacing"] == (2.5, 0.7, 0.7) and params["direction"] == ct.direction.tolist()
     assert SegmentRequest.from_params(params) == request
     train = TrainRequest(out="/m.pnxmodel", epochs=3, patch_size=None)
-    assert train.train_options() == {"epochs": 3, "overwrite": False}
+    assert train.train_options() == {"epochs": 3, "resume": False, "overwrite": False}
 
 
 def _drain_after_cancel(engine, gen, steps: list, limit: int) -> None:
@@ -128,3 +128,69 @@ def test_events_reach_the_client(engine):
     events = []
     engine.call(SelfTestRequest(steps=3, step_s=0, events=True), event=events.append)
     assert events == [{"step": 1}, {"step": 2}, {"step": 3}]
+
+
+def test_a_second_job_while_one_runs_is_refused_not_interleaved(engine):
+    from napari_pneumoseg.engine import EngineBusy
+
+    engine.wait_ready()
+    first = engine.run(SelfTestRequest(steps=6, step_s=0.02))
+    assert next(first)[0] == "progress"  # the first job holds the engine
+    with pytest.raises(EngineBusy, match="already running a selftest job"):
+        engine.call(SelfTestRequest(steps=1, step_s=0))
+    steps = [item[1] for item in first if item[0] == "progress"]  # the first job's messages, all of them
+    assert steps == [2, 3, 4, 5, 6]
+    assert engine.call(SelfTestRequest(steps=2, step_s=0))["steps"] == 2  # free again
+
+
+def _kill_at(engine, gen, when):
+    """Run ``gen`` until ``when(item)``, then SIGKILL the engine; the EngineError that follows."""
+    for item in gen:
+        if when(item):
+            engine._proc.kill()
+            break
+    with pytest.raises(EngineError, match="stopped unexpectedly") as info:
+        for _ in gen:
+            pass
+    return info.value
+
+
+def test_the_engine_killed_mid_segment_then_the_next_segment_works(engine, tiny_model_path, tmp_path):
+    from napari_pneumoseg.engine import JobFiles
+
+    ct = CTVolume(np.random.default_rng(0).normal(-700, 200, (48, 96, 96)).astype(np.float32),
+                  spacing=(2.5, 1.0, 1.0))
+    with JobFiles() as files:
+        request = SegmentRequest.for_ct(ct, ct_file=files.save("ct", ct.hu), out_dir=str(files.path),
+                                        model=str(tiny_model_path), batch_size=2, crop_chest=False,
+                                        skip_slices=False)
+        _kill_at(engine, engine.run(request), lambda item: item[0] == "progress" and item[1] >= 2)
+        assert not engine.alive
+        result = engine.call(request)
+        assert np.load(result["mask"]).shape == ct.shape
+
+
+def test_the_engine_killed_mid_train_keeps_the_best_model_and_resumes(engine, tmp_path):
+    from napari_pneumoseg.engine import JobFiles
+    from napari_pneumoseg.model import load_model
+
+    rng = np.random.default_rng(0)
+    out = tmp_path / "m.pnxmodel"
+    with JobFiles() as files:
+        cases = []
+        for c in range(4):
+            hu = np.full((6, 64, 64), 40, np.float32)
+            hu[:, 8:56, 30:58] = -850
+            mask = np.zeros(hu.shape, np.uint8)
+            mask[:, 10 + c:22 + c, 30:58] = 1
+            hu[mask == 1] = -1000
+            hu += rng.normal(0, 15, hu.shape).astype(np.float32)
+            cases.append({"ct": files.save(f"ct{c}", hu), "mask": files.save(f"m{c}", mask), "spacing": [2.5, 1, 1]})
+        request = TrainRequest(out=str(out), cases=cases, epochs=4, batch_size=4, patch_size=32,
+                               backbone="resnet18", steps_per_epoch=2, patience=50)
+        error = _kill_at(engine, engine.run(request), lambda item: item[0] == "event" and item[1]["epoch"] == 2)
+        assert "stopped unexpectedly" in str(error)
+        assert load_model(out).provenance["result"]["epochs_run"] in (1, 2, 3)  # the best so far, whole
+        result = engine.call(TrainRequest(**{**request.as_params(), "resume": True}))
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+    assert result["model_path"] == str(out) and result["stopped"] == "max epochs"

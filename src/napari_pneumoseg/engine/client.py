@@ -31,6 +31,10 @@ class EngineError(Exception):
     """
 
 
+class EngineBusy(EngineError):
+    """Another job is running in the engine: one job at a time, never two interleaved."""
+
+
 class Engine:
     """A long-lived engine process that runs network jobs one at a time, outside this process.
 
@@ -82,6 +86,8 @@ class Engine:
         self._listener: Optional[Listener] = None
         self._sockdir: Optional[str] = None
         self._lock = threading.RLock()
+        self._job_lock = threading.Lock()  # held while a job runs: one at a time
+        self._job_kind = ""
         self._ids = itertools.count(1)
         self._cancel = threading.Event()
         self._connect_thread: Optional[threading.Thread] = None
@@ -300,6 +306,9 @@ class Engine:
 
         Raises
         ------
+        EngineBusy
+            Another job is running (from another widget or thread): refused,
+            never interleaved.
         EngineError
             The job failed (the message is meant for the user) or the engine died.
         napari_pneumoseg.progress.Cancelled
@@ -319,6 +328,16 @@ class Engine:
         """
         if not isinstance(request, Request):
             raise TypeError(f"request must be an engine Request, got {type(request).__name__}")
+        if not self._job_lock.acquire(blocking=False):
+            raise EngineBusy(f"The engine is already running a {self._job_kind} job; wait for it to finish "
+                             f"or cancel it, then start the {request.kind} job again.")
+        self._job_kind = request.kind
+        try:
+            return (yield from self._run(request, cancel_grace))
+        finally:
+            self._job_lock.release()
+
+    def _run(self, request: Request, cancel_grace: Optional[float]) -> Generator[tuple, None, dict]:
         grace = self.cancel_grace if cancel_grace is None else cancel_grace
         self.wait_ready()
         job_id = next(self._ids)

@@ -97,6 +97,7 @@ class TrainRequest(Request):
     steps_per_epoch: Optional[int] = None
     max_seconds: Optional[float] = None
     init_model: Optional[str] = None  # fine-tune from this model file
+    resume: bool = False  # continue an interrupted run writing ``out``
     overwrite: bool = False
 
     #: Options whose None means "train()'s default" (patch_size, steps_per_epoch,
@@ -104,7 +105,7 @@ class TrainRequest(Request):
     OPTIONS: ClassVar[tuple[str, ...]] = (
         "epochs", "batch_size", "learning_rate", "patience", "split", "seed", "patch_size",
         "augment", "backbone", "encoder_weights", "steps_per_epoch", "max_seconds", "init_model",
-        "overwrite")
+        "resume", "overwrite")
 
     def train_options(self) -> dict[str, Any]:
         """Keyword arguments for ``train()``: the options that were set."""

@@ -24,6 +24,7 @@ import numpy as np
 from ..progress import is_cancelled, report
 from .cases import Case, load_cases
 from .evaluate import evaluate_sets
+from .resume import RunState, clear_state, load_state, save_state, settings_digest
 from .sampling import Augment, SliceBatches
 from .split import Split, split_cases
 
@@ -68,6 +69,7 @@ def train(
     evaluate: Union[bool, Sequence[str]] = True,
     init_model: Union[str, os.PathLike, None] = None,
     devices: Optional[Sequence[str]] = None,
+    resume: bool = False,
     overwrite: bool = False,
     progress: Optional[Callable[[int, int, str], None]] = None,
     on_epoch: Optional[Callable[[int, dict], None]] = None,
@@ -149,6 +151,14 @@ def train(
         between them and the gradients summed), else TensorFlow's default
         device. Two or more names (e.g. ``["/gpu:0", "/gpu:1"]``, or logical
         CPUs ``["/cpu:0", "/cpu:1"]``) train mirrored on exactly those.
+    resume : bool, optional
+        Continue a run on the same cases and settings that was killed or
+        cancelled (or stopped by ``max_seconds``): its weights, optimizer state,
+        history, best loss and patience after its last finished epoch come from
+        the state saved beside ``out`` (:mod:`~napari_pneumoseg.training.resume`),
+        and training goes on from the next epoch up to ``epochs``. The state is
+        written after every epoch and removed when a run ends by early stopping
+        or after its last epoch.
     overwrite : bool, optional
         Replace an existing ``out``.
     progress : callable, optional
@@ -174,7 +184,9 @@ def train(
     ModelLoadError
         ``init_model`` cannot be loaded, or is not one of our Unets.
     FileExistsError
-        ``out`` exists and ``overwrite`` is False.
+        ``out`` exists and ``overwrite`` is False (and not ``resume``).
+    FileNotFoundError
+        ``resume`` with no saved state beside ``out``.
 
     Examples
     --------
@@ -189,8 +201,8 @@ def train(
     out = Path(out)
     if out.suffix != ".pnxmodel":
         raise ValueError(f"the model file must end in .pnxmodel: {out}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; choose another name or allow replacing it")
+    if out.exists() and not overwrite and not resume:
+        raise FileExistsError(f"{out} exists; choose another name, allow replacing it, or resume its training")
     if patch_size is not None and (patch_size < 32 or patch_size % 32):
         raise ValueError(f"patch_size must be a multiple of 32 (at least 32), got {patch_size}")
 
@@ -212,6 +224,17 @@ def train(
     keras, sm, tf = k.keras, k.sm, k.tf
     strategy = training_strategy(tf, devices)
     # Variables made inside a MirroredStrategy's scope are mirrored on each of its devices.
+    # What a resumed run must share with the one it continues (not its epoch budget, time or devices).
+    digest = settings_digest({
+        "cases": [(c.name, c.n_slices) for c in data], "split": the_split.describe(), "backbone": backbone,
+        "preprocessing": preprocessing, "batch_size": batch_size, "learning_rate": learning_rate,
+        "patience": patience, "patch_size": patch_size, "augment": augment, "seed": seed,
+        "bn_momentum": bn_momentum, "validation": validation, "positive_fraction": positive_fraction,
+        "lr_decay": lr_decay, "steps_per_epoch": steps_per_epoch,
+        "parent": _sha256(init_model) if init_model is not None else None})
+    state = load_state(out, digest) if resume else None
+    if not resume:
+        clear_state(out)  # a fresh run: an older run's state no longer applies
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         bundle = ModelBundle.build(backbone, 1, encoder_weights=encoder_weights, preprocessing=preprocessing)
         if parent is not None:
@@ -219,6 +242,8 @@ def train(
             bundle.threshold = parent.threshold
         _bn_setter(keras, bn_momentum)(bundle.model)
         _compile(bundle.model, keras, sm, learning_rate)
+        if state is not None:
+            _restore(bundle.model, state, out)
     # The network learns at the model's pixel size; Table 2 then segments the cases as given.
     at_size = [resample_case(c, target_mm) for c in data]
     scaled = [preprocess(c.hu, bundle.preprocessing, volume_stats(c.hu, bundle.preprocessing))[..., 0]
@@ -258,8 +283,26 @@ def train(
     keeper.steps = n_steps
     keeper.epochs = epochs
     keeper.set_model(bundle.model)
+
+    def checkpoint(epochs_done: int) -> None:
+        save_state(out, RunState(epochs_done, list(keeper.history), keeper.best, keeper.best_epoch, keeper.wait,
+                                 keeper.saved, digest, bundle.model.get_weights(),
+                                 [np.asarray(v) for v in bundle.model.optimizer.variables]))
+
+    keeper.checkpoint = checkpoint
+    first = 0
+    if state is not None:
+        first = state.epochs_done
+        keeper.history, keeper.best, keeper.best_epoch = list(state.history), state.best, state.best_epoch
+        keeper.wait, keeper.saved = state.wait, state.saved
+        if state.saved:  # the best weights so far are those of the model file
+            from ..model import load_model
+
+            keeper.best_weights = load_model(out).model.get_weights()
     schedule = cosine_schedule(learning_rate, epochs, max_seconds, start) if lr_decay else None
-    _fit(bundle.model, train_batches, val_batches, epochs, n_steps, keeper, schedule)
+    _fit(bundle.model, train_batches, val_batches, epochs, n_steps, keeper, schedule, first=first)
+    if keeper.reason in ("", "early stopping"):  # finished: nothing to resume
+        clear_state(out)
     result = TrainResult(
         model_path=out if keeper.saved else None, history=keeper.history,
         best_epoch=keeper.best_epoch, best_val_loss=keeper.best if keeper.saved else None,
@@ -329,6 +372,33 @@ def _short_device(name: str) -> str:
     return name.rsplit("/", 1)[-1].upper().removeprefix("DEVICE:")
 
 
+def _restore(model, state, out: Path) -> None:
+    """The weights and optimizer variables of a saved run state into a compiled ``model``."""
+    try:
+        model.set_weights(state.weights)
+        model.optimizer.build(model.trainable_variables)
+        variables = model.optimizer.variables
+        if len(variables) != len(state.optimizer) or any(
+                tuple(v.shape) != a.shape for v, a in zip(variables, state.optimizer)):
+            raise ValueError("the optimizer's variables do not match")
+        for v, a in zip(variables, state.optimizer):
+            v.assign(a)
+    except ValueError as exc:
+        raise ValueError(f"{out}: the saved training state does not fit this network ({exc}); "
+                         "train again without resume") from exc
+
+
+def _sha256(path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _parent_model(init_model, out: Path):
     """The model to fine-tune and the settings it fixes: (bundle, backbone, weights, preprocessing, pixel mm)."""
     from ..model import ModelLoadError, load_model
@@ -347,14 +417,8 @@ def _parent_model(init_model, out: Path):
 
 def _parent_record(parent, init_model) -> dict:
     """What the new model's provenance says about the model it was fine-tuned from."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(init_model, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     prov = parent.provenance or {}
-    return {"path": str(Path(init_model).resolve()), "sha256": digest.hexdigest(),
+    return {"path": str(Path(init_model).resolve()), "sha256": _sha256(init_model),
             "cases": (prov.get("data") or {}).get("cases"), "metrics": prov.get("metrics"),
             "parent_model": prov.get("parent_model", {}).get("path") if prov.get("parent_model") else None}
 
@@ -486,14 +550,15 @@ def _compile(model, keras, sm, learning_rate: float) -> None:
 
 
 def _fit(model, train_batches: SliceBatches, val_batches: SliceBatches, epochs: int,
-         steps: int, keeper, schedule=None) -> None:
+         steps: int, keeper, schedule=None, first: int = 0) -> None:
     """The training loop: ``steps`` batches per epoch, then the validation loss.
 
     A plain loop over ``train_on_batch``/``test_on_batch`` rather than
     ``model.fit``, whose data-feeding threads made each step slower on a CPU
     (benchmarks/README.md). Keras callback hooks are called as fit would call them.
+    Epochs ``first`` .. ``epochs - 1`` run (``first`` > 0 when resuming).
     """
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         if schedule is not None:
             model.optimizer.learning_rate.assign(schedule(epoch))
         keeper.on_epoch_begin(epoch)
@@ -544,6 +609,7 @@ def _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, ca
             self.steps = self.epochs = 0
             self.epoch = 0
             self.t0 = time.monotonic()
+            self.checkpoint = None  # checkpoint(epochs_done) after each finished epoch
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -584,6 +650,8 @@ def _BestKeeper(keras, bundle, out, patience, save_model, progress, on_epoch, ca
             if deadline is not None and time.monotonic() > deadline and not self.reason:
                 self.reason = "time limit"
                 self.model.stop_training = True
+            if self.checkpoint is not None:  # before on_epoch: a run killed from there can resume here
+                self.checkpoint(epoch + 1)
             if on_epoch is not None:
                 on_epoch(epoch + 1, logs)
 
