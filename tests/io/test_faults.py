@@ -133,3 +133,59 @@ def test_a_read_only_folder_is_said_before_any_work(read_only, tmp_path, capsys)
 def test_check_writable_passes_on_a_writable_folder_and_leaves_nothing(tmp_path):
     check_writable(tmp_path / "a" / "b" / "file.txt")
     assert list(tmp_path.iterdir()) == []
+
+
+def _more_writers():
+    """Every other writer of user files, each writing under ``folder``: (name, write(folder) -> target)."""
+    from napari_pneumoseg import make_phantom, write_phantom_case
+    from napari_pneumoseg.figures import save_case_figure
+    from napari_pneumoseg.report import write_report
+    from napari_pneumoseg.training import add_case
+    from napari_pneumoseg.training.curves import save_curves_png
+
+    ph = make_phantom(seed=3, n_slices=8, shape_yx=(64, 64))
+    history = [{"epoch": 1, "loss": 1.0, "val_loss": 1.1}, {"epoch": 2, "loss": 0.8, "val_loss": 0.9}]
+    def then(path, write):
+        write(path)
+        return path
+
+    return {
+        "report": lambda d: then(d / "r.html", lambda p: write_report(p, ph.ct, ph.truth, overwrite=True)),
+        "phantom case": lambda d: write_phantom_case(ph, d / "case", overwrite=True),
+        "add_case": lambda d: add_case(d / "dataset", ph.ct, ph.truth, patient_id="p1", overwrite=True),
+        "case figure": lambda d: then(d / "f.png", lambda p: save_case_figure(ph.ct.hu, ph.truth, p)),
+        "curves": lambda d: then(d / "c.png", lambda p: save_curves_png(history, p)),
+    }
+
+
+@pytest.mark.parametrize("which", ["report", "phantom case", "add_case", "case figure", "curves"])
+def test_a_full_disk_in_the_other_writers_simulated(tmp_path, monkeypatch, which):
+    write = _more_writers()[which]
+    target = write(tmp_path)  # once for real: what is there before
+    before = sorted((p.relative_to(tmp_path), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+
+    def full(p):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_fsync_file", full)
+    with pytest.raises(OutputError, match="disk is full"):
+        write(tmp_path)
+    after = sorted((p.relative_to(tmp_path), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+    assert after == before and target.exists()  # the earlier output untouched, nothing half-written
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def test_a_full_disk_when_saving_a_model(tmp_path, monkeypatch):
+    from napari_pneumoseg.model import ModelBundle, save_model
+
+    bundle = ModelBundle.build("resnet18")
+    path = tmp_path / "m.pnxmodel"
+    path.write_bytes(b"old")
+
+    def full(p):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_fsync_file", full)
+    with pytest.raises(OutputError, match="disk is full"):
+        save_model(bundle, path, overwrite=True)
+    assert path.read_bytes() == b"old" and _hidden(tmp_path) == []
