@@ -186,11 +186,11 @@ def test_the_engine_killed_mid_train_keeps_the_best_model_and_resumes(engine, tm
             hu[mask == 1] = -1000
             hu += rng.normal(0, 15, hu.shape).astype(np.float32)
             cases.append({"ct": files.save(f"ct{c}", hu), "mask": files.save(f"m{c}", mask), "spacing": [2.5, 1, 1]})
-        request = TrainRequest(out=str(out), cases=cases, epochs=4, batch_size=4, patch_size=32,
+        request = TrainRequest(out=str(out), cases=cases, epochs=3, batch_size=4, patch_size=32,
                                backbone="resnet18", steps_per_epoch=2, patience=50)
-        error = _kill_at(engine, engine.run(request), lambda item: item[0] == "event" and item[1]["epoch"] == 2)
+        error = _kill_at(engine, engine.run(request), lambda item: item[0] == "event" and item[1]["epoch"] == 1)
         assert "stopped unexpectedly" in str(error)
-        assert load_model(out).provenance["result"]["epochs_run"] in (1, 2, 3)  # the best so far, whole
+        assert load_model(out).provenance["result"]["epochs_run"] in (1, 2)  # the best so far, whole
         result = engine.call(TrainRequest(**{**request.as_params(), "resume": True}))
-    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
     assert result["model_path"] == str(out) and result["stopped"] == "max epochs"

@@ -45,7 +45,7 @@ except ValueError as exc:
 strategy = training_strategy(tf, ["/cpu:0", "/cpu:1"])
 out["replicas"] = strategy.num_replicas_in_sync
 result = train(cases, sys.argv[1], epochs=3, batch_size=4, patch_size=32, backbone="resnet18",
-               learning_rate=1e-3, devices=["/cpu:0", "/cpu:1"], evaluate=False)
+               learning_rate=1e-3, steps_per_epoch=3, devices=["/cpu:0", "/cpu:1"], evaluate=False)
 out["losses"] = [h["loss"] for h in result.history]
 out["devices"] = load_model(sys.argv[1]).provenance["training"]["devices"]
 out["replicas_trained"] = result.replicas

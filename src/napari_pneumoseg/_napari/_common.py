@@ -265,6 +265,17 @@ class BackgroundJob:
             self.done = True
 
 
+def unwritable(path) -> Optional[str]:
+    """Why ``path`` cannot be written (read-only, forbidden or full folder), for the status line; None if it can."""
+    from ..io.atomic import OutputError, check_writable
+
+    try:
+        check_writable(path)
+    except OutputError as exc:
+        return str(exc)
+    return None
+
+
 def ask_yes_no(parent, title: str, question: str) -> bool:
     from qtpy.QtWidgets import QMessageBox
 

@@ -33,7 +33,7 @@ from ..annotate import corrections, edited_slices, interpolate_slices
 from ..ct.volume import ct_from_geometry
 from ..pleural import find_pleural_air
 from ..preferences import load_preferences, update_preferences
-from ._common import BackgroundJob, keep_choices_fresh, layer_choices, progress_items, shared_engine
+from ._common import BackgroundJob, keep_choices_fresh, layer_choices, progress_items, shared_engine, unwritable
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -229,6 +229,8 @@ class AnnotateWidget(Container):
             return self._fail("Pre-annotate and correct first.")
         if not folder or folder == ".":
             return self._fail("Choose a dataset folder.")
+        if (why := unwritable(folder)) is not None:
+            return self._fail(why)
         ct = self._ct(self._image)
         mask = np.asarray(self.layer.data).copy()
         change = corrections(self.before, mask, ct.voxel_volume_ml)
@@ -255,6 +257,8 @@ class AnnotateWidget(Container):
             return self._fail("Choose the model to fine-tune from (a .pnxmodel file).")
         if out.suffix != ".pnxmodel":
             return self._fail(f"The new model file must end in .pnxmodel: {out}")
+        if (why := unwritable(out)) is not None:
+            return self._fail(why)
         if out.exists():
             from ._common import ask_yes_no
 

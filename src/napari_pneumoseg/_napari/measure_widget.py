@@ -20,7 +20,7 @@ from ..measure import Measurement, measure
 from ..measure.measurement import CLASS_FIELDS
 from ..measure.sizing import DISAGREE, RULES, SIDES
 from ..report import IDENTIFIERS
-from ._common import BackgroundJob, keep_choices_fresh, layer_choices, spacing_of
+from ._common import BackgroundJob, keep_choices_fresh, layer_choices, spacing_of, unwritable
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -219,7 +219,10 @@ class MeasureWidget(Container):
         path, _ = QFileDialog.getSaveFileName(self.native, "Save report", "pneumothorax-report.html",
                                               "HTML (*.html)")
         if path:  # the dialog has already asked before replacing a file
-            self.save_report(path, overwrite=True)
+            try:
+                self.save_report(path, overwrite=True)
+            except ValueError as exc:  # a read-only folder, a job running: said in the note
+                self.note.value = str(exc)
 
     def save_report(self, path, *, overwrite: bool = False) -> None:
         """Write the HTML report of the last result in a worker thread, and return at once.
@@ -239,7 +242,8 @@ class MeasureWidget(Container):
         Raises
         ------
         ValueError
-            If nothing was measured with a CT yet, or a job is running.
+            If nothing was measured with a CT yet, a job is running, or the
+            folder of ``path`` cannot be written (read-only, forbidden, full).
         """
         from ..report import write_report
 
@@ -247,6 +251,8 @@ class MeasureWidget(Container):
             raise ValueError("busy: wait for the running measurement or report")
         if self.result is None or self.result.sizing is None or self._inputs is None:
             raise ValueError("measure with a CT image first, then save the report")
+        if (why := unwritable(path)) is not None:
+            raise ValueError(why)
         inputs, result = self._inputs, self.result
         method = inputs.get("method") or {"mask": self._names.get("prediction", "")}
         show = list(self.report_ids.value)

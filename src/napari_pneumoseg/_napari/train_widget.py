@@ -18,7 +18,7 @@ from magicgui.widgets import (
 
 from ..ct.volume import ct_from_geometry
 from ..preferences import update_preferences
-from ._common import BackgroundJob, keep_choices_fresh, layer_choices, shared_engine
+from ._common import BackgroundJob, keep_choices_fresh, layer_choices, shared_engine, unwritable
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -132,6 +132,8 @@ class TrainWidget(Container):
         out = Path(str(self.out.value))
         if out.suffix != ".pnxmodel":
             return self._fail(f"The model file must end in .pnxmodel: {out}")
+        if (why := unwritable(out)) is not None:  # said now, not after hours of training
+            return self._fail(why)
         if out.exists():
             from ._common import ask_yes_no
 
