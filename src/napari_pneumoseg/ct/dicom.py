@@ -418,10 +418,6 @@ def _rescale(value, name: str) -> float:
     return v
 
 
-#: Uncompressed transfer syntaxes, whose pixel data length follows from the header.
-_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-
-
 def _check_pixel_format(ds) -> None:
     """Refuse pixel formats no CT image has (colour, odd bit depths) before decoding anything."""
     if "PixelData" not in ds:
@@ -442,8 +438,10 @@ def _check_pixel_length(ds) -> None:
     if "PixelData" not in ds:
         return
     rows, cols, nframes = int(ds.Rows), int(ds.Columns), _int(ds.get("NumberOfFrames"), 1)
+    from pydicom.uid import UncompressedTransferSyntaxes  # their pixel data length follows from the header
+
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
-    if syntax not in _UNCOMPRESSED:
+    if syntax not in UncompressedTransferSyntaxes:
         return
     need = rows * cols * nframes * _int(ds.get("BitsAllocated"), 16) // 8
     if len(ds.PixelData) < need:  # the message is the same for every such file: they are listed together

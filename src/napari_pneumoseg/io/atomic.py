@@ -75,6 +75,18 @@ def _output_error(exc: BaseException, target: Path) -> "OutputError | None":
     return None
 
 
+@contextlib.contextmanager
+def _as_output_error(target: Path) -> Iterator[None]:
+    """Re-raise a disk problem in the block as an :class:`OutputError` naming ``target``; anything else as it is."""
+    try:
+        yield
+    except Exception as exc:  # a library's own wrapper of ENOSPC too (h5py, pydicom, keras)
+        err = _output_error(exc, target)
+        if err is None:
+            raise
+        raise err from exc
+
+
 def check_writable(path: PathLike) -> None:
     """Raise :class:`OutputError` now, before any work, if ``path`` could not be created.
 
@@ -92,15 +104,10 @@ def check_writable(path: PathLike) -> None:
         here = here.parent
     if not here.is_dir():
         here = here.parent
-    try:
+    with _as_output_error(Path(path)):
         fd, name = tempfile.mkstemp(dir=here, prefix=".pneumoseg-write-test-")
         os.close(fd)
         os.unlink(name)
-    except OSError as exc:
-        err = _output_error(exc, Path(path))
-        if err is not None:
-            raise err from exc
-        raise
 
 
 # --------------------------------------------------------------------------- permissions
@@ -322,29 +329,20 @@ def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(_exists_message(path))
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent}: no such folder to write {path.name} into.")
-    try:
+    with _as_output_error(path):
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        err = _output_error(exc, path)
-        if err is not None:
-            raise err from exc
-        raise
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        _fsync_file(tmp)
-        os.chmod(tmp, file_mode())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _move_no_clobber(tmp, path)
-        _fsync_dir(path.parent)
-    except Exception as exc:  # a library's own wrapper of ENOSPC too (h5py, pydicom, keras)
-        err = _output_error(exc, path)
-        if err is not None:
-            raise err from exc
-        raise
+        with _as_output_error(path):
+            yield tmp
+            _fsync_file(tmp)
+            os.chmod(tmp, file_mode())
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _move_no_clobber(tmp, path)
+            _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -513,23 +511,16 @@ def atomic_folder(folder: PathLike, *, overwrite: bool = False) -> Iterator[Path
         if not overwrite and any(folder.iterdir()):
             raise _folder_not_empty(folder)
     tmp = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
+    with _as_output_error(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
-    except OSError as exc:
-        err = _output_error(exc, folder)
-        if err is not None:
-            raise err from exc
-        raise
     try:
-        yield tmp
-        _fsync_tree(tmp)
-        os.chmod(tmp, folder_mode())
-    except BaseException as exc:
+        with _as_output_error(folder):
+            yield tmp
+            _fsync_tree(tmp)
+            os.chmod(tmp, folder_mode())
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        err = _output_error(exc, folder) if isinstance(exc, Exception) else None
-        if err is not None:
-            raise err from exc
         raise
     old = None
     try:
